@@ -1,0 +1,235 @@
+//! Positional read access, the one abstraction every layer reader is built on.
+//!
+//! A [`ReadAt`] is an immutable random-access byte source of known size: a file, a byte
+//! slice in memory, a window into another source (the payload of a tar wrapper), a ZFile
+//! (decompressed view) or an LSMT layer (virtual block device view).
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+/// Random-access reads from an immutable byte source.
+pub trait ReadAt: Send + Sync {
+    /// Reads up to `buf.len()` bytes at `off`. Returns fewer only at the end of the source.
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize>;
+    /// Size of the source in bytes.
+    fn size(&self) -> u64;
+
+    /// Reads exactly `buf.len()` bytes at `off`, failing with `UnexpectedEof` if the source
+    /// ends first.
+    fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = self.read_at(&mut buf[done..], off + done as u64)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("read of {} bytes at {off} past end ({})", buf.len(), self.size()),
+                ));
+            }
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+/// A regular file with its size taken once at open.
+pub struct FileSource {
+    file: File,
+    size: u64,
+}
+
+impl FileSource {
+    pub fn new(file: File) -> io::Result<Self> {
+        let size = file.metadata()?.len();
+        Ok(FileSource { file, size })
+    }
+    pub fn open(path: impl AsRef<std::path::Path>) -> io::Result<Self> {
+        Self::new(File::open(path)?)
+    }
+}
+
+impl ReadAt for FileSource {
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
+        if off >= self.size {
+            return Ok(0);
+        }
+        let want = buf.len().min((self.size - off).min(usize::MAX as u64) as usize);
+        let mut done = 0;
+        while done < want {
+            match self.file.read_at(&mut buf[done..want], off + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+    fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+impl ReadAt for Vec<u8> {
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
+        self.as_slice().read_at(buf, off)
+    }
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+}
+
+impl ReadAt for &[u8] {
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
+        if off >= self.len() as u64 {
+            return Ok(0);
+        }
+        let src = &self[off as usize..];
+        let n = src.len().min(buf.len());
+        buf[..n].copy_from_slice(&src[..n]);
+        Ok(n)
+    }
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+}
+
+impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
+        (**self).read_at(buf, off)
+    }
+    fn size(&self) -> u64 {
+        (**self).size()
+    }
+}
+
+impl<T: ReadAt + ?Sized> ReadAt for Box<T> {
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
+        (**self).read_at(buf, off)
+    }
+    fn size(&self) -> u64 {
+        (**self).size()
+    }
+}
+
+/// A window `[base, base+len)` of another source.
+pub struct Slice<R> {
+    inner: R,
+    base: u64,
+    len: u64,
+}
+
+impl<R: ReadAt> Slice<R> {
+    /// Fails if the window does not lie inside `inner`.
+    pub fn new(inner: R, base: u64, len: u64) -> io::Result<Self> {
+        match base.checked_add(len) {
+            Some(end) if end <= inner.size() => Ok(Slice { inner, base, len }),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "window [{base}, +{len}) is outside a source of {} bytes",
+                    inner.size()
+                ),
+            )),
+        }
+    }
+}
+
+impl<R: ReadAt> ReadAt for Slice<R> {
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
+        if off >= self.len {
+            return Ok(0);
+        }
+        let n = buf.len().min((self.len - off).min(usize::MAX as u64) as usize);
+        self.inner.read_at(&mut buf[..n], self.base + off)
+    }
+    fn size(&self) -> u64 {
+        self.len
+    }
+}
+
+/// Positional writes into a virtual block device.
+pub trait WriteAt {
+    /// Writes all of `buf` at `off`.
+    fn write_at(&mut self, buf: &[u8], off: u64) -> io::Result<()>;
+    /// Declares `[off, off+len)` as zeros (a discard). The default writes zeros.
+    fn discard(&mut self, off: u64, len: u64) -> io::Result<()> {
+        let zeros = vec![0u8; 1 << 16];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(zeros.len() as u64) as usize;
+            self.write_at(&zeros[..n], off + done)?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+    /// Makes previous writes durable enough for readers of the underlying files.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A read-write block device: what filesystem engines write through.
+pub trait BlockDevice: ReadAt + WriteAt {}
+impl<T: ReadAt + WriteAt> BlockDevice for T {}
+
+/// A raw image in a (sparse) regular file of a fixed size. Useful as a plain block device
+/// for tests and for `--raw` style images.
+pub struct RawImage {
+    file: File,
+    size: u64,
+}
+
+impl RawImage {
+    /// Creates (or truncates) `path` as a sparse file of `size` bytes.
+    pub fn create(path: impl AsRef<std::path::Path>, size: u64) -> io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        file.set_len(size)?;
+        Ok(RawImage { file, size })
+    }
+    /// Opens an existing image read-write; its size is the file size.
+    pub fn open(path: impl AsRef<std::path::Path>) -> io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?;
+        let size = file.metadata()?.len();
+        Ok(RawImage { file, size })
+    }
+}
+
+impl ReadAt for RawImage {
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
+        if off >= self.size {
+            return Ok(0);
+        }
+        let n = buf.len().min((self.size - off).min(usize::MAX as u64) as usize);
+        self.file.read_exact_at(&mut buf[..n], off)?;
+        Ok(n)
+    }
+    fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+impl WriteAt for RawImage {
+    fn write_at(&mut self, buf: &[u8], off: u64) -> io::Result<()> {
+        if off.checked_add(buf.len() as u64).is_none_or(|e| e > self.size) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("write of {} bytes at {off} past device end {}", buf.len(), self.size),
+            ));
+        }
+        self.file.write_all_at(buf, off)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}

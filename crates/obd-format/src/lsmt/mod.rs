@@ -1,0 +1,38 @@
+//! LSMT: overlaybd's log-structured block layer format.
+//!
+//! * [`header`]: the 4096-byte header/trailer block and its flags.
+//! * [`segment`]: the 16-byte index entry (`SegmentMapping`).
+//! * [`index`]: lookups, gap-filling merges of layer indexes, the writable in-memory index
+//!   with overwrite semantics, and the greedy index compression used by commits.
+//! * [`ro`]: the committed read-only layer reader.
+//! * [`rw`]: writable layers (append-only data+index files, or sparse data files).
+//! * [`commit`]: compaction of a layer's mappings into a committed read-only layer.
+//! * [`stack`]: a virtual block device over lowers (bottom → top) and an optional upper.
+
+pub mod commit;
+pub mod header;
+pub mod index;
+pub mod ro;
+pub mod rw;
+pub mod segment;
+pub mod stack;
+
+pub use commit::{commit, CommitOptions};
+pub use header::{HeaderTrailer, HT_SPACE};
+pub use ro::LsmtRo;
+pub use rw::{RwLayer, RwKind};
+pub use segment::Segment;
+pub use stack::Stack;
+
+/// Bytes per sector: every LSMT offset and length is a multiple of this.
+pub const SECTOR: u64 = 512;
+/// Longest entry, in sectors.
+pub const MAX_LENGTH: u32 = 16383;
+/// Longest single write mapping, in sectors (writes over 4 MiB are split).
+pub const MAX_IO_SECTORS: u32 = 8192;
+/// Readers refuse committed layers with more index entries than this.
+pub const MAX_RO_INDEX_SIZE: u64 = 1_000_000;
+/// Readers refuse writable index files with more records than this.
+pub const MAX_RW_INDEX_SIZE: u64 = 128_000_000;
+/// Most layers a stack may hold.
+pub const MAX_LAYERS: usize = 255;

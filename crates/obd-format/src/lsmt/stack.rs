@@ -1,0 +1,165 @@
+//! A virtual block device over a stack of committed layers (bottom → top) and an optional
+//! writable upper layer, with upstream lookup semantics: the newest layer that maps a
+//! sector wins, zeroed entries mask everything below, unmapped sectors read as zeros.
+//!
+//! The lowers' indexes are merged once at open (each merged entry tagged with its level,
+//! 0 = top); reads consult the upper's in-memory index first and fill its gaps from the
+//! merged index. Writes and discards go to the upper.
+
+use std::io;
+use std::sync::Arc;
+
+use super::index;
+use super::ro::{clamp, read_padded, read_through, LsmtRo};
+use super::rw::RwLayer;
+use super::segment::Segment;
+use super::{MAX_LAYERS, SECTOR};
+use crate::error::{FormatError, Result};
+use crate::io::{ReadAt, WriteAt};
+
+/// Lowers plus an optional writable upper.
+pub struct Stack {
+    /// Lowers, top first.
+    lowers: Vec<Arc<LsmtRo>>,
+    merged: Vec<Segment>,
+    upper: Option<RwLayer>,
+    vsize: u64,
+}
+
+impl Stack {
+    /// `lowers` are given bottom → top, as in the image config.
+    pub fn new(lowers: Vec<Arc<LsmtRo>>, upper: Option<RwLayer>) -> Result<Self> {
+        if lowers.len() > MAX_LAYERS {
+            return Err(FormatError::Invalid(format!(
+                "{} layers; a stack holds at most {MAX_LAYERS}",
+                lowers.len()
+            )));
+        }
+        let mut lowers = lowers;
+        lowers.reverse();
+        // Virtual size: the first non-zero one from the top.
+        let lower_vsize = lowers.iter().map(|l| l.virtual_size()).find(|&v| v != 0).unwrap_or(0);
+        let mut upper = upper;
+        let mut vsize = lower_vsize;
+        if let Some(u) = &mut upper {
+            u.set_record_tag(lowers.len() as u8);
+            if u.virtual_size() == 0 && lower_vsize != 0 {
+                u.update_vsize(lower_vsize)?;
+            }
+            if u.virtual_size() != 0 {
+                vsize = u.virtual_size();
+            }
+        }
+        let idx: Vec<&[Segment]> = lowers.iter().map(|l| l.index()).collect();
+        let merged = index::merge(&idx, 0, u64::MAX >> 10);
+        Ok(Stack {
+            lowers,
+            merged,
+            upper,
+            vsize,
+        })
+    }
+
+    /// The merged lowers' index (tags are levels, 0 = top lower).
+    pub fn merged_lowers(&self) -> &[Segment] {
+        &self.merged
+    }
+    pub fn upper(&self) -> Option<&RwLayer> {
+        self.upper.as_ref()
+    }
+    pub fn upper_mut(&mut self) -> Option<&mut RwLayer> {
+        self.upper.as_mut()
+    }
+    pub fn into_upper(self) -> Option<RwLayer> {
+        self.upper
+    }
+    pub fn lowers_top_first(&self) -> &[Arc<LsmtRo>] {
+        &self.lowers
+    }
+
+    /// Every mapping of the whole stack, sorted, for flattening: entries of the upper
+    /// have tag = number of lowers, entries of lowers their level (0 = top).
+    pub fn flattened(&self) -> Vec<Segment> {
+        let mut out = Vec::new();
+        let n = self.lowers.len() as u8;
+        let mut cursor = 0;
+        let upper: Vec<Segment> = self.upper.as_ref().map(|u| u.index().dump()).unwrap_or_default();
+        for mut s in upper {
+            out.extend(index::lookup(&self.merged, cursor, s.offset));
+            cursor = s.end();
+            s.tag = n;
+            out.push(s);
+        }
+        out.extend(index::lookup(&self.merged, cursor, u64::MAX >> 10));
+        out
+    }
+
+    /// Reads stored data of a flattened entry (see [`Stack::flattened`]).
+    fn read_lower(&self, p: &Segment, dst: &mut [u8], at: u64) -> io::Result<()> {
+        let l = &self.lowers[p.tag as usize];
+        // A warp lower's own entries tag their source; merged entries keep level tags, so
+        // warp layers are read through the layer itself.
+        if l.is_warp() {
+            return l.read_exact_at(dst, at - p.moffset * SECTOR + p.offset * SECTOR);
+        }
+        read_padded(l.source_for(0).as_ref(), dst, at)
+    }
+}
+
+impl ReadAt for Stack {
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
+        let n = clamp(buf.len(), off, self.vsize);
+        let buf = &mut buf[..n];
+        let (b, e) = (off / SECTOR, (off + n as u64).div_ceil(SECTOR));
+        match &self.upper {
+            None => read_through(buf, off, index::lookup(&self.merged, b, e), |p, dst, at| {
+                self.read_lower(p, dst, at)
+            })?,
+            Some(u) => {
+                // Upper pieces win; gaps between them come from the lowers.
+                let mut pieces = Vec::new();
+                let mut cursor = b;
+                for mut s in u.index().lookup(b, e) {
+                    pieces.extend(index::lookup(&self.merged, cursor, s.offset));
+                    cursor = s.end();
+                    s.tag = u8::MAX;
+                    pieces.push(s);
+                }
+                pieces.extend(index::lookup(&self.merged, cursor, e));
+                let data = u.data_view();
+                read_through(buf, off, pieces.into_iter(), |p, dst, at| {
+                    if p.tag == u8::MAX {
+                        read_padded(&data, dst, at)
+                    } else {
+                        self.read_lower(p, dst, at)
+                    }
+                })?
+            }
+        }
+        Ok(n)
+    }
+    fn size(&self) -> u64 {
+        self.vsize
+    }
+}
+
+impl WriteAt for Stack {
+    fn write_at(&mut self, buf: &[u8], off: u64) -> io::Result<()> {
+        match &mut self.upper {
+            Some(u) => u.write_at(buf, off),
+            None => Err(io::Error::new(io::ErrorKind::PermissionDenied, "the stack has no writable upper layer")),
+        }
+    }
+    fn discard(&mut self, off: u64, len: u64) -> io::Result<()> {
+        match &mut self.upper {
+            Some(u) => u.discard(off, len),
+            None => Err(io::Error::new(io::ErrorKind::PermissionDenied, "the stack has no writable upper layer")),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.upper {
+            Some(u) => u.flush(),
+            None => Ok(()),
+        }
+    }
+}
