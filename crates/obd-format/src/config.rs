@@ -61,14 +61,16 @@ fn is_zero(v: &u64) -> bool {
 
 impl ImageConfig {
     pub fn load(path: &Path) -> Result<Self> {
-        let b = std::fs::read(path).map_err(|e| FormatError::io(format!("reading {}", path.display()), e))?;
+        let b = std::fs::read(path)
+            .map_err(|e| FormatError::io(format!("reading {}", path.display()), e))?;
         serde_json::from_slice(&b)
             .map_err(|e| FormatError::corrupt("image config", format!("{}: {e}", path.display())))
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
         let s = serde_json::to_vec_pretty(self).expect("config serialises");
-        std::fs::write(path, s).map_err(|e| FormatError::io(format!("writing {}", path.display()), e))
+        std::fs::write(path, s)
+            .map_err(|e| FormatError::io(format!("writing {}", path.display()), e))
     }
 
     /// Opens the lowers read-only and the upper (if both its paths are set) read-write.
@@ -82,7 +84,9 @@ impl ImageConfig {
         let upper = match &self.upper {
             Some(u) if !u.data.is_empty() && !u.index.is_empty() => {
                 if !u.target.is_empty() || !u.gzip_index.is_empty() {
-                    return Err(FormatError::Invalid("warp (TurboOCI) uppers are not supported yet".into()));
+                    return Err(FormatError::Invalid(
+                        "warp (TurboOCI) uppers are not supported yet".into(),
+                    ));
                 }
                 Some(RwLayer::open(Path::new(&u.data), Path::new(&u.index))?)
             }
@@ -121,12 +125,18 @@ impl Lower {
 
     pub fn open(&self) -> Result<Arc<LsmtRo>> {
         if !self.gzip_index.is_empty() {
-            return Err(FormatError::Invalid("gzip-indexed TurboOCI lowers are not supported yet".into()));
+            return Err(FormatError::Invalid(
+                "gzip-indexed TurboOCI lowers are not supported yet".into(),
+            ));
         }
         let path = self.local_path().ok_or_else(|| {
             FormatError::Invalid(format!(
                 "layer {} has no local file (remote blobs are not fetched by this tool)",
-                if self.digest.is_empty() { "<unnamed>" } else { &self.digest }
+                if self.digest.is_empty() {
+                    "<unnamed>"
+                } else {
+                    &self.digest
+                }
             ))
         })?;
         if !self.target_file.is_empty() {

@@ -38,12 +38,17 @@ pub fn unwrap(src: Arc<dyn ReadAt>) -> Result<Unwrapped> {
         payload = z.clone();
         zfile = Some(z);
     }
-    Ok(Unwrapped { tar, zfile, payload })
+    Ok(Unwrapped {
+        tar,
+        zfile,
+        payload,
+    })
 }
 
 /// Opens a file by path as a byte source.
 pub fn open_file(path: &Path) -> Result<Arc<dyn ReadAt>> {
-    let f = FileSource::open(path).map_err(|e| FormatError::io(format!("opening {}", path.display()), e))?;
+    let f = FileSource::open(path)
+        .map_err(|e| FormatError::io(format!("opening {}", path.display()), e))?;
     Ok(Arc::new(f))
 }
 
@@ -105,7 +110,8 @@ pub fn inspect(path: &Path) -> Result<Value> {
     }
     let p = u.payload;
     let mut hb = vec![0u8; HT_SPACE as usize];
-    if p.size() < HT_SPACE || p.read_exact_at(&mut hb, 0).is_err() || !HeaderTrailer::has_magic(&hb) {
+    if p.size() < HT_SPACE || p.read_exact_at(&mut hb, 0).is_err() || !HeaderTrailer::has_magic(&hb)
+    {
         v["kind"] = json!(if u.zfile.is_some() { "zfile" } else { "raw" });
         return Ok(v);
     }
@@ -120,9 +126,21 @@ pub fn inspect(path: &Path) -> Result<Value> {
         Ok(ro) => {
             let idx = ro.index();
             let zeroed = idx.iter().filter(|s| s.zeroed).count();
-            let data_sectors: u64 = idx.iter().filter(|s| !s.zeroed).map(|s| s.length as u64).sum();
-            let zero_sectors: u64 = idx.iter().filter(|s| s.zeroed).map(|s| s.length as u64).sum();
-            v["kind"] = json!(if h.is_sealed() { "lsmt-ro" } else { "lsmt-sealed-rw" });
+            let data_sectors: u64 = idx
+                .iter()
+                .filter(|s| !s.zeroed)
+                .map(|s| s.length as u64)
+                .sum();
+            let zero_sectors: u64 = idx
+                .iter()
+                .filter(|s| s.zeroed)
+                .map(|s| s.length as u64)
+                .sum();
+            v["kind"] = json!(if h.is_sealed() {
+                "lsmt-ro"
+            } else {
+                "lsmt-sealed-rw"
+            });
             v["lsmt_trailer"] = ht_json(ro.trailer());
             v["index"] = json!({
                 "entries": ro.raw_index_entries(),
@@ -137,7 +155,11 @@ pub fn inspect(path: &Path) -> Result<Value> {
         }
         Err(e) if h.is_sealed() => return Err(e),
         Err(_) => {
-            v["kind"] = json!(if h.is_sparse() { "lsmt-rw-data-sparse" } else { "lsmt-rw-data" });
+            v["kind"] = json!(if h.is_sparse() {
+                "lsmt-rw-data-sparse"
+            } else {
+                "lsmt-rw-data"
+            });
         }
     }
     Ok(v)

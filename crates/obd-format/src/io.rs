@@ -25,7 +25,11 @@ pub trait ReadAt: Send + Sync {
             if n == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!("read of {} bytes at {off} past end ({})", buf.len(), self.size()),
+                    format!(
+                        "read of {} bytes at {off} past end ({})",
+                        buf.len(),
+                        self.size()
+                    ),
                 ));
             }
             done += n;
@@ -55,7 +59,9 @@ impl ReadAt for FileSource {
         if off >= self.size {
             return Ok(0);
         }
-        let want = buf.len().min((self.size - off).min(usize::MAX as u64) as usize);
+        let want = buf
+            .len()
+            .min((self.size - off).min(usize::MAX as u64) as usize);
         let mut done = 0;
         while done < want {
             match self.file.read_at(&mut buf[done..want], off + done as u64) {
@@ -142,7 +148,9 @@ impl<R: ReadAt> ReadAt for Slice<R> {
         if off >= self.len {
             return Ok(0);
         }
-        let n = buf.len().min((self.len - off).min(usize::MAX as u64) as usize);
+        let n = buf
+            .len()
+            .min((self.len - off).min(usize::MAX as u64) as usize);
         self.inner.read_at(&mut buf[..n], self.base + off)
     }
     fn size(&self) -> u64 {
@@ -210,7 +218,9 @@ impl ReadAt for RawImage {
         if off >= self.size {
             return Ok(0);
         }
-        let n = buf.len().min((self.size - off).min(usize::MAX as u64) as usize);
+        let n = buf
+            .len()
+            .min((self.size - off).min(usize::MAX as u64) as usize);
         self.file.read_exact_at(&mut buf[..n], off)?;
         Ok(n)
     }
@@ -221,10 +231,17 @@ impl ReadAt for RawImage {
 
 impl WriteAt for RawImage {
     fn write_at(&mut self, buf: &[u8], off: u64) -> io::Result<()> {
-        if off.checked_add(buf.len() as u64).is_none_or(|e| e > self.size) {
+        if off
+            .checked_add(buf.len() as u64)
+            .is_none_or(|e| e > self.size)
+        {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("write of {} bytes at {off} past device end {}", buf.len(), self.size),
+                format!(
+                    "write of {} bytes at {off} past device end {}",
+                    buf.len(),
+                    self.size
+                ),
             ));
         }
         self.file.write_all_at(buf, off)

@@ -15,6 +15,7 @@ pub mod detect;
 pub mod error;
 pub mod io;
 pub mod lsmt;
+pub mod output;
 pub mod tarwrap;
 pub mod uuid;
 pub mod zfile;

@@ -24,7 +24,13 @@ fn octal(field: &mut [u8], v: u64, width: usize, term: &[u8]) {
 fn checksum(h: &[u8]) -> u64 {
     h.iter()
         .enumerate()
-        .map(|(i, &b)| if (148..156).contains(&i) { b' ' as u64 } else { b as u64 })
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                b' ' as u64
+            } else {
+                b as u64
+            }
+        })
         .sum()
 }
 
@@ -96,7 +102,9 @@ impl<W: Write + Seek> TarWrapWriter<W> {
         let end = PAYLOAD_OFFSET + self.len;
         self.inner.seek(SeekFrom::Start(end)).map_err(e)?;
         let pad = (BLOCK as u64 - end % BLOCK as u64) % BLOCK as u64;
-        self.inner.write_all(&vec![0u8; pad as usize + 2 * BLOCK]).map_err(e)?;
+        self.inner
+            .write_all(&vec![0u8; pad as usize + 2 * BLOCK])
+            .map_err(e)?;
         self.inner.seek(SeekFrom::Start(0)).map_err(e)?;
         self.inner.write_all(&header_blocks(self.len)).map_err(e)?;
         self.inner.seek(SeekFrom::End(0)).map_err(e)?;
@@ -122,10 +130,15 @@ impl<W: Write + Seek> Seek for TarWrapWriter<W> {
         let p = match pos {
             SeekFrom::Start(x) => self.inner.seek(SeekFrom::Start(PAYLOAD_OFFSET + x))?,
             SeekFrom::Current(d) => self.inner.seek(SeekFrom::Current(d))?,
-            SeekFrom::End(d) => self.inner.seek(SeekFrom::Start((PAYLOAD_OFFSET + self.len).saturating_add_signed(d)))?,
+            SeekFrom::End(d) => self.inner.seek(SeekFrom::Start(
+                (PAYLOAD_OFFSET + self.len).saturating_add_signed(d),
+            ))?,
         };
         if p < PAYLOAD_OFFSET {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "seek before the payload"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek before the payload",
+            ));
         }
         Ok(p - PAYLOAD_OFFSET)
     }
@@ -158,7 +171,8 @@ fn parse_octal(f: &[u8]) -> Option<u64> {
 }
 
 fn valid_header(h: &[u8]) -> bool {
-    let magic_ok = &h[257..263] == b"ustar\0" && &h[263..265] == b"00" || &h[257..265] == b"ustar  \0";
+    let magic_ok =
+        &h[257..263] == b"ustar\0" && &h[263..265] == b"00" || &h[257..265] == b"ustar  \0";
     magic_ok && parse_octal(&h[148..156]).is_some_and(|c| c == checksum(h))
 }
 
@@ -168,25 +182,32 @@ pub fn detect(src: &dyn ReadAt) -> Result<Option<TarPayload>> {
         return Ok(None);
     }
     let mut h = [0u8; BLOCK];
-    src.read_exact_at(&mut h, 0).map_err(|e| FormatError::io("reading a tar header", e))?;
+    src.read_exact_at(&mut h, 0)
+        .map_err(|e| FormatError::io("reading a tar header", e))?;
     if !valid_header(&h) {
         return Ok(None);
     }
     let bad = |d: String| FormatError::corrupt("tar-wrapped layer", d);
     let (offset, size, pax) = if h[156] == b'x' {
-        let rlen = parse_octal(&h[124..136]).ok_or_else(|| bad("PAX header size is not a number".into()))?;
+        let rlen = parse_octal(&h[124..136])
+            .ok_or_else(|| bad("PAX header size is not a number".into()))?;
         if rlen > BLOCK as u64 {
-            return Err(bad(format!("PAX records of {rlen} bytes; one 512-byte block is supported")));
+            return Err(bad(format!(
+                "PAX records of {rlen} bytes; one 512-byte block is supported"
+            )));
         }
         let mut r = vec![0u8; rlen as usize];
-        src.read_exact_at(&mut r, BLOCK as u64).map_err(|e| FormatError::io("reading PAX records", e))?;
+        src.read_exact_at(&mut r, BLOCK as u64)
+            .map_err(|e| FormatError::io("reading PAX records", e))?;
         let mut h2 = [0u8; BLOCK];
-        src.read_exact_at(&mut h2, 2 * BLOCK as u64).map_err(|e| FormatError::io("reading a tar header", e))?;
+        src.read_exact_at(&mut h2, 2 * BLOCK as u64)
+            .map_err(|e| FormatError::io("reading a tar header", e))?;
         if !valid_header(&h2) {
             return Err(bad("no valid ustar header after the PAX header".into()));
         }
         let text = String::from_utf8_lossy(&r);
-        let mut size = parse_octal(&h2[124..136]).ok_or_else(|| bad("size field is not a number".into()))?;
+        let mut size =
+            parse_octal(&h2[124..136]).ok_or_else(|| bad("size field is not a number".into()))?;
         for line in text.split('\n') {
             if let Some((_, kv)) = line.split_once(' ') {
                 if let Some(v) = kv.strip_prefix("size=") {
@@ -196,7 +217,8 @@ pub fn detect(src: &dyn ReadAt) -> Result<Option<TarPayload>> {
         }
         (PAYLOAD_OFFSET, size, true)
     } else {
-        let size = parse_octal(&h[124..136]).ok_or_else(|| bad("size field is not a number".into()))?;
+        let size =
+            parse_octal(&h[124..136]).ok_or_else(|| bad("size field is not a number".into()))?;
         (BLOCK as u64, size, false)
     };
     if offset.checked_add(size).is_none_or(|e| e > src.size()) {
@@ -234,8 +256,19 @@ mod tests {
         assert_eq!(data.len() % 512, 0);
         assert_eq!(&data[1536..1547], b"Hello world");
         let tp = detect(&data.as_slice()).unwrap().unwrap();
-        assert_eq!(tp, TarPayload { offset: 1536, size: 11, pax: true });
-        if let Ok(o) = std::process::Command::new("tar").arg("-tvf").arg(&p).output() {
+        assert_eq!(
+            tp,
+            TarPayload {
+                offset: 1536,
+                size: 11,
+                pax: true
+            }
+        );
+        if let Ok(o) = std::process::Command::new("tar")
+            .arg("-tvf")
+            .arg(&p)
+            .output()
+        {
             let s = String::from_utf8_lossy(&o.stdout);
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
             assert!(s.contains("overlaybd.commit") && s.contains(" 11 "), "{s}");

@@ -204,7 +204,8 @@ pub fn compress_block(algo: Algorithm, verify: bool, data: &[u8], out: &mut Vec<
             out.truncate(n);
         }
         Algorithm::Zstd => {
-            *out = zstd::bulk::compress(data, 3).map_err(|e| FormatError::io("zstd compression", e))?;
+            *out = zstd::bulk::compress(data, 3)
+                .map_err(|e| FormatError::io("zstd compression", e))?;
         }
     }
     if verify {
@@ -241,7 +242,8 @@ impl<W: Write> ZFileWriter<W> {
     pub fn new(mut out: W, opts: ZFileOptions) -> Result<Self> {
         opts.validate()?;
         let h = Self::base_header(&opts, FLAG_HEADER | FLAG_TYPE | FLAG_DIGEST);
-        out.write_all(&h.encode()).map_err(|e| FormatError::io("writing the ZFile header", e))?;
+        out.write_all(&h.encode())
+            .map_err(|e| FormatError::io("writing the ZFile header", e))?;
         Ok(ZFileWriter {
             out,
             opts,
@@ -266,7 +268,11 @@ impl<W: Write> ZFileWriter<W> {
     /// Compresses and writes every complete block of `pending` (all of it when `all`).
     fn drain(&mut self, all: bool) -> Result<()> {
         let bs = self.opts.block_size as usize;
-        let nblocks = if all { self.pending.len().div_ceil(bs) } else { self.pending.len() / bs };
+        let nblocks = if all {
+            self.pending.len().div_ceil(bs)
+        } else {
+            self.pending.len() / bs
+        };
         if nblocks == 0 {
             return Ok(());
         }
@@ -295,13 +301,17 @@ impl<W: Write> ZFileWriter<W> {
                     })
                     .collect();
                 for h in hs {
-                    h.join().map_err(|_| FormatError::Invalid("compression thread panicked".into()))??;
+                    h.join().map_err(|_| {
+                        FormatError::Invalid("compression thread panicked".into())
+                    })??;
                 }
                 Ok(())
             })?;
         }
         for o in &self.scratch[..nblocks] {
-            self.out.write_all(o).map_err(|e| FormatError::io("writing ZFile blocks", e))?;
+            self.out
+                .write_all(o)
+                .map_err(|e| FormatError::io("writing ZFile blocks", e))?;
             self.index.push(o.len() as u32);
             self.written += o.len() as u64;
         }
@@ -326,7 +336,13 @@ impl<W: Write> ZFileWriter<W> {
         self.out.write_all(&t.encode()).map_err(wr)?;
         self.out.flush().map_err(wr)?;
         let total = self.written + ib.len() as u64 + HEADER_SIZE;
-        Ok((self.out, ZFileInfo { header: t, total_size: total }))
+        Ok((
+            self.out,
+            ZFileInfo {
+                header: t,
+                total_size: total,
+            },
+        ))
     }
 }
 
@@ -352,7 +368,9 @@ impl<W: Write> Write for ZFileWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.pending.extend_from_slice(buf);
         self.raw_size += buf.len() as u64;
-        if self.pending.len() >= self.opts.block_size as usize * BATCH_BLOCKS * self.opts.threads.max(1) {
+        if self.pending.len()
+            >= self.opts.block_size as usize * BATCH_BLOCKS * self.opts.threads.max(1)
+        {
             self.drain(false)?;
         }
         Ok(buf.len())
@@ -382,7 +400,8 @@ impl ZFileReader {
         if src.size() < HEADER_SIZE {
             return Ok(false);
         }
-        src.read_exact_at(&mut b, 0).map_err(|e| FormatError::io("reading a ZFile header", e))?;
+        src.read_exact_at(&mut b, 0)
+            .map_err(|e| FormatError::io("reading a ZFile header", e))?;
         if !ZHeader::has_magic(&b) {
             return Ok(false);
         }
@@ -398,12 +417,19 @@ impl ZFileReader {
         let size = src.size();
         let mut b = [0u8; HEADER_SIZE as usize];
         if size < 2 * HEADER_SIZE {
-            return Err(FormatError::magic("ZFile", format!("{size} bytes is too small")));
+            return Err(FormatError::magic(
+                "ZFile",
+                format!("{size} bytes is too small"),
+            ));
         }
-        src.read_exact_at(&mut b, 0).map_err(|e| FormatError::io("reading the ZFile header", e))?;
+        src.read_exact_at(&mut b, 0)
+            .map_err(|e| FormatError::io("reading the ZFile header", e))?;
         let header = ZHeader::decode(&b)?;
         if !header.has(FLAG_HEADER) {
-            return Err(FormatError::corrupt("ZFile header", "header flag is not set"));
+            return Err(FormatError::corrupt(
+                "ZFile header",
+                "header flag is not set",
+            ));
         }
         check_digest(&header, &b, "ZFile header")?;
         let info = if header.has(FLAG_HEADER_OVERWRITE) {
@@ -415,7 +441,10 @@ impl ZFileReader {
                 FormatError::corrupt("ZFile", "no trailer in the last 512 bytes (truncated?)")
             })?;
             if t.has(FLAG_HEADER) || !t.has(FLAG_TYPE) || !t.has(FLAG_SEALED) {
-                return Err(FormatError::corrupt("ZFile trailer", format!("flags {:#x}", t.flags)));
+                return Err(FormatError::corrupt(
+                    "ZFile trailer",
+                    format!("flags {:#x}", t.flags),
+                ));
             }
             t
         };
@@ -423,8 +452,9 @@ impl ZFileReader {
         if !bs.is_power_of_two() || !(512..=(1 << 20)).contains(&bs) {
             return Err(FormatError::corrupt("ZFile", format!("block size {bs}")));
         }
-        let algo = Algorithm::from_code(info.algo)
-            .ok_or_else(|| FormatError::corrupt("ZFile", format!("unsupported algorithm code {}", info.algo)))?;
+        let algo = Algorithm::from_code(info.algo).ok_or_else(|| {
+            FormatError::corrupt("ZFile", format!("unsupported algorithm code {}", info.algo))
+        })?;
         let n = info.index_size;
         let data_start = HEADER_SIZE + info.dict_size as u64;
         if n > MAX_BLOCKS
@@ -434,13 +464,19 @@ impl ZFileReader {
         {
             return Err(FormatError::corrupt(
                 "ZFile",
-                format!("index of {n} blocks at {} does not fit in {size} bytes", info.index_offset),
+                format!(
+                    "index of {n} blocks at {} does not fit in {size} bytes",
+                    info.index_offset
+                ),
             ));
         }
         if n != info.original_file_size.div_ceil(bs as u64) {
             return Err(FormatError::corrupt(
                 "ZFile",
-                format!("{n} blocks of {bs} bytes cannot hold {} bytes", info.original_file_size),
+                format!(
+                    "{n} blocks of {bs} bytes cannot hold {} bytes",
+                    info.original_file_size
+                ),
             ));
         }
         let mut ib = vec![0u8; (n * 4) as usize];
@@ -462,7 +498,10 @@ impl ZFileReader {
         for (i, c) in ib.chunks_exact(4).enumerate() {
             let l = u32::from_le_bytes(c.try_into().unwrap()) as u64;
             if l < min || l > max_stored(bs) {
-                return Err(FormatError::corrupt("ZFile index", format!("block {i} has an impossible length {l}")));
+                return Err(FormatError::corrupt(
+                    "ZFile index",
+                    format!("block {i} has an impossible length {l}"),
+                ));
             }
             offsets.push(pos);
             pos += l;
@@ -471,7 +510,10 @@ impl ZFileReader {
         if pos > info.index_offset {
             return Err(FormatError::corrupt(
                 "ZFile index",
-                format!("blocks end at {pos}, past the index at {}", info.index_offset),
+                format!(
+                    "blocks end at {pos}, past the index at {}",
+                    info.index_offset
+                ),
             ));
         }
         Ok(ZFileReader {
@@ -538,8 +580,9 @@ impl ZFileReader {
         let got = match self.algo {
             Algorithm::Lz4 => lz4_flex::block::decompress_into(c, out)
                 .map_err(|e| FormatError::corrupt("ZFile block", format!("block {i}: lz4: {e}")))?,
-            Algorithm::Zstd => zstd::bulk::decompress_to_buffer(c, &mut out[..])
-                .map_err(|e| FormatError::corrupt("ZFile block", format!("block {i}: zstd: {e}")))?,
+            Algorithm::Zstd => zstd::bulk::decompress_to_buffer(c, &mut out[..]).map_err(|e| {
+                FormatError::corrupt("ZFile block", format!("block {i}: zstd: {e}"))
+            })?,
         };
         if got != want {
             return Err(FormatError::corrupt(

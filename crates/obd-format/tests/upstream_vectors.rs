@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use obd_format::detect;
 use obd_format::lsmt::HeaderTrailer;
-use obd_format::zfile::{ZFileReader, ZHeader};
+use obd_format::zfile::ZHeader;
 use obd_format::ReadAt;
 
 fn testdata() -> PathBuf {
@@ -76,17 +76,29 @@ fn converted_layer_opens_and_our_encoders_match_its_bytes() {
     let zh = &raw[1536..1536 + 512];
     let h = ZHeader::decode(zh).unwrap();
     assert_eq!(ZHeader::compute_digest(zh), h.digest, "header digest");
-    assert_eq!(&h.encode()[..], zh, "ZFile header re-encodes byte-identically");
+    assert_eq!(
+        &h.encode()[..],
+        zh,
+        "ZFile header re-encodes byte-identically"
+    );
     let zt_off = 1536 + t.size as usize - 512;
     let zt = &raw[zt_off..zt_off + 512];
     let tr = ZHeader::decode(zt).unwrap();
-    assert_eq!(&tr.encode()[..], zt, "ZFile trailer re-encodes byte-identically");
+    assert_eq!(
+        &tr.encode()[..],
+        zt,
+        "ZFile trailer re-encodes byte-identically"
+    );
 
     let ro = obd_format::lsmt::LsmtRo::open(u.payload.clone()).unwrap();
     let mut hb = vec![0u8; 4096];
     u.payload.read_exact_at(&mut hb, 0).unwrap();
     let hdr = HeaderTrailer::decode(&hb).unwrap();
-    assert_eq!(&hdr.encode().unwrap()[..], &hb[..], "LSMT header re-encodes byte-identically");
+    assert_eq!(
+        &hdr.encode().unwrap()[..],
+        &hb[..],
+        "LSMT header re-encodes byte-identically"
+    );
     assert_eq!(ro.virtual_size(), 64 << 30);
     assert!(!ro.header().uuid.is_null());
     let _ = Arc::new(ro);

@@ -1,1 +1,335 @@
-fn main() {}
+//! `obd`: the overlaybd toolbox. Its subcommands mirror upstream's C++ tools
+//! (`overlaybd-create`, `overlaybd-commit`, `overlaybd-zfile`, ...) so scripts can use
+//! either, plus tools to look inside layers.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use obd_format::config::ImageConfig;
+use obd_format::detect;
+use obd_format::lsmt::{self, CommitOptions, RwKind, RwLayer};
+use obd_format::output::{write_wrapped, Wrapping};
+use obd_format::uuid::Uuid;
+use obd_format::zfile::{Algorithm, ZFileOptions};
+use obd_format::ReadAt;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "obd",
+    version,
+    about = "overlaybd layer toolbox (create, commit, zfile, inspect, export-raw)"
+)]
+struct Cli {
+    /// Verbose logging.
+    #[arg(long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct ZArgs {
+    /// Compression algorithm of the ZFile.
+    #[arg(long, default_value = "lz4")]
+    algorithm: Algorithm,
+    /// ZFile block size in KiB (a power of two from 4 to 64).
+    #[arg(long = "bs", default_value_t = 4)]
+    bs: u32,
+    /// Compression threads (the output does not depend on it; 0 = all cores).
+    #[arg(long = "compress-threads", default_value_t = 0)]
+    threads: usize,
+}
+
+impl ZArgs {
+    fn options(&self) -> Result<ZFileOptions> {
+        let threads = if self.threads == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            self.threads
+        };
+        let o = ZFileOptions {
+            algorithm: self.algorithm,
+            block_size: self.bs.checked_mul(1024).context("--bs is too large")?,
+            verify: true,
+            threads,
+        };
+        o.validate()?;
+        Ok(o)
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create a writable layer (data + index files), like `overlaybd-create`.
+    Create {
+        /// Sparse data file (the raw image at offset 4096 + LBA; no index records).
+        #[arg(short = 's', long)]
+        sparse: bool,
+        /// Parent UUID written into the headers.
+        #[arg(short = 'u', long = "parent-uuid")]
+        parent_uuid: Option<String>,
+        /// UUID written into the headers (null by default, for deterministic output).
+        #[arg(long)]
+        uuid: Option<String>,
+        data_file: PathBuf,
+        index_file: PathBuf,
+        /// Virtual size in GiB.
+        vsize_gb: u64,
+    },
+    /// Compact a writable layer into a committed read-only layer, like `overlaybd-commit`.
+    Commit {
+        /// Compress the output into a ZFile.
+        #[arg(short = 'z', long)]
+        zfile: bool,
+        /// Wrap the output in a tar (the registry blob form).
+        #[arg(short = 't', long)]
+        tar: bool,
+        #[command(flatten)]
+        z: ZArgs,
+        /// UUID of the committed layer (null if absent).
+        #[arg(long)]
+        uuid: Option<String>,
+        /// Parent UUID (copied from the writable layer if absent).
+        #[arg(short = 'p', long = "parent-uuid")]
+        parent_uuid: Option<String>,
+        /// Commit message stored in the header (at most 256 bytes).
+        #[arg(short = 'm', long = "message")]
+        message: Option<String>,
+        /// Replace OUT if it exists.
+        #[arg(short = 'f', long)]
+        force: bool,
+        data_file: PathBuf,
+        index_file: PathBuf,
+        commit_file: PathBuf,
+    },
+    /// Compress, decompress or verify a ZFile, like `overlaybd-zfile`.
+    Zfile {
+        /// Decompress SRC into DST.
+        #[arg(short = 'x', long)]
+        extract: bool,
+        /// Check every block's CRC of SRC (tar-wrapped input is fine).
+        #[arg(long)]
+        verify: bool,
+        /// Wrap the compressed output in a tar.
+        #[arg(short = 't', long)]
+        tar: bool,
+        /// Replace DST if it exists.
+        #[arg(short = 'f', long)]
+        force: bool,
+        #[command(flatten)]
+        z: ZArgs,
+        src: PathBuf,
+        dst: Option<PathBuf>,
+    },
+    /// Flatten the layer stack of an image config into a sparse raw disk image.
+    ExportRaw { config: PathBuf, out: PathBuf },
+    /// Say what a file is and print its headers and index statistics as JSON.
+    Inspect { file: PathBuf },
+}
+
+fn parse_uuid(s: &Option<String>, what: &str) -> Result<Option<Uuid>> {
+    match s {
+        None => Ok(None),
+        Some(s) => Uuid::parse(s)
+            .map(Some)
+            .with_context(|| {
+                format!("{what} {s:?} is not a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)")
+            })
+            .map_err(|e| anyhow::Error::new(obd_format::FormatError::Invalid(format!("{e:#}")))),
+    }
+}
+
+fn create_out(path: &Path, force: bool) -> Result<File> {
+    let mut o = OpenOptions::new();
+    o.read(true).write(true);
+    if force {
+        o.create(true).truncate(true);
+    } else {
+        o.create_new(true);
+    }
+    o.open(path)
+        .with_context(|| format!("creating {}", path.display()))
+}
+
+fn main() {
+    let cli = Cli::parse();
+    obd_cli::init_logging(cli.verbose);
+    obd_cli::run_main(|| run(cli.cmd))
+}
+
+fn run(cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Create {
+            sparse,
+            parent_uuid,
+            uuid,
+            data_file,
+            index_file,
+            vsize_gb,
+        } => {
+            let parent = parse_uuid(&parent_uuid, "--parent-uuid")?.unwrap_or_default();
+            let uuid = parse_uuid(&uuid, "--uuid")?.unwrap_or_default();
+            let vsize = vsize_gb
+                .checked_mul(1 << 30)
+                .context("virtual size overflows")?;
+            let kind = if sparse {
+                RwKind::Sparse
+            } else {
+                RwKind::Append
+            };
+            RwLayer::create(&data_file, &index_file, vsize, kind, uuid, parent)?;
+            Ok(())
+        }
+        Cmd::Commit {
+            zfile,
+            tar,
+            z,
+            uuid,
+            parent_uuid,
+            message,
+            force,
+            data_file,
+            index_file,
+            commit_file,
+        } => {
+            let layer = RwLayer::open(&data_file, &index_file)?;
+            let opts = CommitOptions {
+                virtual_size: layer.virtual_size(),
+                uuid: parse_uuid(&uuid, "--uuid")?,
+                parent_uuid: parse_uuid(&parent_uuid, "--parent-uuid")?
+                    .unwrap_or(layer.header().parent_uuid),
+                user_tag: message.unwrap_or_default().into_bytes(),
+            };
+            if opts.user_tag.len() > 256 {
+                bail!(obd_format::FormatError::Invalid(
+                    "commit message longer than 256 bytes".into()
+                ));
+            }
+            let wrap = Wrapping {
+                zfile: if zfile { Some(z.options()?) } else { None },
+                tar,
+                overwrite_header: true,
+            };
+            let segs = layer.index().dump();
+            let data = layer.data_view();
+            let out = create_out(&commit_file, force)?;
+            let (stats, _) = write_wrapped(out, wrap, |w| lsmt::commit(&segs, &[&data], &opts, w))?;
+            tracing::info!(
+                data_bytes = stats.data_bytes,
+                entries = stats.valid_entries,
+                "committed {}",
+                commit_file.display()
+            );
+            Ok(())
+        }
+        Cmd::Zfile {
+            extract,
+            verify,
+            tar,
+            force,
+            z,
+            src,
+            dst,
+        } => {
+            if verify {
+                let u = detect::unwrap(detect::open_file(&src)?)?;
+                let zr = u
+                    .zfile
+                    .with_context(|| format!("{} is not a ZFile", src.display()))?;
+                let n = zr.verify_all()?;
+                println!("{}: {n} blocks verified", src.display());
+                return Ok(());
+            }
+            let dst = dst.context("DST is required unless --verify")?;
+            if extract {
+                let u = detect::unwrap(detect::open_file(&src)?)?;
+                let zr = u
+                    .zfile
+                    .with_context(|| format!("{} is not a ZFile", src.display()))?;
+                let mut w = BufWriter::with_capacity(1 << 20, create_out(&dst, force)?);
+                let mut buf = Vec::new();
+                zr.for_each_block(
+                    |_, d| {
+                        w.write_all(d).map_err(|e| obd_format::FormatError::Io {
+                            context: "writing".into(),
+                            source: e,
+                        })
+                    },
+                    &mut buf,
+                )?;
+                w.flush()?;
+            } else {
+                let mut input = BufReader::with_capacity(
+                    1 << 20,
+                    File::open(&src).with_context(|| format!("opening {}", src.display()))?,
+                );
+                let wrap = Wrapping {
+                    zfile: Some(z.options()?),
+                    tar,
+                    overwrite_header: false,
+                };
+                write_wrapped(create_out(&dst, force)?, wrap, |w| {
+                    std::io::copy(&mut input, w).map_err(|e| obd_format::FormatError::Io {
+                        context: "compressing".into(),
+                        source: e,
+                    })
+                })?;
+            }
+            Ok(())
+        }
+        Cmd::ExportRaw { config, out } => {
+            let cfg = ImageConfig::load(&config)?;
+            let stack = cfg.open_stack()?;
+            export_raw(&stack, &out)
+        }
+        Cmd::Inspect { file } => {
+            let v = detect::inspect(&file)?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(())
+        }
+    }
+}
+
+/// Writes every mapped, non-zero range of the stack into a sparse file of the stack's size.
+fn export_raw(stack: &lsmt::Stack, out: &Path) -> Result<()> {
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(out)
+        .with_context(|| format!("creating {}", out.display()))?;
+    f.set_len(stack.size())?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut written = 0u64;
+    for s in stack.flattened() {
+        if s.zeroed {
+            continue;
+        }
+        let (mut pos, end) = (s.offset * 512, (s.end() * 512).min(stack.size()));
+        while pos < end {
+            let n = ((end - pos) as usize).min(buf.len());
+            let b = &mut buf[..n];
+            stack.read_exact_at(b, pos)?;
+            for (i, c) in b.chunks(4096).enumerate() {
+                if c.iter().any(|&x| x != 0) {
+                    std::os::unix::fs::FileExt::write_all_at(&f, c, pos + (i * 4096) as u64)?;
+                    written += c.len() as u64;
+                }
+            }
+            pos += n as u64;
+        }
+    }
+    f.sync_all()?;
+    tracing::info!(
+        virtual_size = stack.size(),
+        written,
+        "exported {}",
+        out.display()
+    );
+    Ok(())
+}

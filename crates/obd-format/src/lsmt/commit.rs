@@ -61,16 +61,18 @@ pub fn commit<W: Write>(
     let mut prev_end = 0;
     for (i, m) in segments.iter().enumerate() {
         if m.length == 0 || (i > 0 && m.offset < prev_end) {
-            return Err(FormatError::Invalid(format!("commit input entry {i} {m:?} is empty or out of order")));
+            return Err(FormatError::Invalid(format!(
+                "commit input entry {i} {m:?} is empty or out of order"
+            )));
         }
         prev_end = m.end();
         if m.zeroed {
             entries.push(Segment { moffset: cur, ..*m });
             continue;
         }
-        let src = *sources
-            .get(m.tag as usize)
-            .ok_or_else(|| FormatError::Invalid(format!("commit input entry {m:?} names a missing source")))?;
+        let src = *sources.get(m.tag as usize).ok_or_else(|| {
+            FormatError::Invalid(format!("commit input entry {m:?} names a missing source"))
+        })?;
         let mut done = 0u64;
         while done < m.length as u64 {
             let n = (m.length as u64 - done).min(READ_SECTORS);
@@ -96,7 +98,7 @@ pub fn commit<W: Write>(
     }
     index::compress(&mut entries);
     let valid = entries.len() as u64;
-    if entries.len() % 256 != 0 {
+    if !entries.len().is_multiple_of(256) {
         entries.resize(entries.len().div_ceil(256) * 256, Segment::INVALID);
     }
     let mut ib = Vec::with_capacity(entries.len() * 16);

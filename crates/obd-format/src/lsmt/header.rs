@@ -111,7 +111,10 @@ impl HeaderTrailer {
             ));
         }
         if !Self::has_magic(b) {
-            return Err(FormatError::magic("LSMT file", "magic numbers do not match"));
+            return Err(FormatError::magic(
+                "LSMT file",
+                "magic numbers do not match",
+            ));
         }
         let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
         let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());

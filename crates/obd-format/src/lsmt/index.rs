@@ -71,7 +71,12 @@ pub fn compress(v: &mut Vec<Segment>) {
 
 /// Checks what upstream checks of a committed index: strictly sorted, no overlap, lengths
 /// in 1..=16383, and data entries inside `[moffset_begin, moffset_end)` sectors.
-pub fn validate(index: &[Segment], moffset_begin: u64, moffset_end: u64, vsize_sectors: u64) -> Result<()> {
+pub fn validate(
+    index: &[Segment],
+    moffset_begin: u64,
+    moffset_end: u64,
+    vsize_sectors: u64,
+) -> Result<()> {
     let mut prev_end = 0u64;
     for (i, s) in index.iter().enumerate() {
         let bad = |d: String| FormatError::corrupt("LSMT index", format!("entry {i} {s:?}: {d}"));
@@ -82,7 +87,9 @@ pub fn validate(index: &[Segment], moffset_begin: u64, moffset_end: u64, vsize_s
             return Err(bad("not sorted or overlaps the previous entry".into()));
         }
         if vsize_sectors != 0 && s.end() > vsize_sectors {
-            return Err(bad(format!("maps past the virtual size ({vsize_sectors} sectors)")));
+            return Err(bad(format!(
+                "maps past the virtual size ({vsize_sectors} sectors)"
+            )));
         }
         if !s.zeroed && (s.moffset < moffset_begin || s.moffset + s.length as u64 > moffset_end) {
             return Err(bad(format!(
@@ -228,7 +235,10 @@ mod tests {
         let top = [s(10, 10, 100), Segment::zeroed(30, 5, 8)];
         let bot = [s(0, 40, 1000)];
         let m = merge(&[&top, &bot], 0, 50);
-        let tags: Vec<_> = m.iter().map(|x| (x.offset, x.length, x.moffset, x.tag, x.zeroed)).collect();
+        let tags: Vec<_> = m
+            .iter()
+            .map(|x| (x.offset, x.length, x.moffset, x.tag, x.zeroed))
+            .collect();
         assert_eq!(
             tags,
             vec![

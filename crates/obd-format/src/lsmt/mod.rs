@@ -20,7 +20,7 @@ pub mod stack;
 pub use commit::{commit, CommitOptions};
 pub use header::{HeaderTrailer, HT_SPACE};
 pub use ro::LsmtRo;
-pub use rw::{RwLayer, RwKind};
+pub use rw::{RwKind, RwLayer};
 pub use segment::Segment;
 pub use stack::Stack;
 

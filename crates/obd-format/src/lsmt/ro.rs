@@ -54,7 +54,10 @@ impl LsmtRo {
         if !header.is_header() || !header.is_data_file() {
             return Err(FormatError::corrupt(
                 "LSMT header",
-                format!("flags {:#x} do not describe a data-file header", header.flags),
+                format!(
+                    "flags {:#x} do not describe a data-file header",
+                    header.flags
+                ),
             ));
         }
         let toff = size - HT_SPACE;
@@ -70,17 +73,26 @@ impl LsmtRo {
         if trailer.is_header() || !trailer.is_data_file() || !trailer.is_sealed() {
             return Err(FormatError::corrupt(
                 "LSMT trailer",
-                format!("flags {:#x} do not describe a sealed data-file trailer", trailer.flags),
+                format!(
+                    "flags {:#x} do not describe a sealed data-file trailer",
+                    trailer.flags
+                ),
             ));
         }
         if trailer.index_size > MAX_RO_INDEX_SIZE {
             return Err(FormatError::corrupt(
                 "LSMT trailer",
-                format!("index of {} entries exceeds the limit of {MAX_RO_INDEX_SIZE}", trailer.index_size),
+                format!(
+                    "index of {} entries exceeds the limit of {MAX_RO_INDEX_SIZE}",
+                    trailer.index_size
+                ),
             ));
         }
         let ilen = trailer.index_size * 16;
-        if trailer.index_offset < HT_SPACE || trailer.index_offset > toff || ilen > toff - trailer.index_offset {
+        if trailer.index_offset < HT_SPACE
+            || trailer.index_offset > toff
+            || ilen > toff - trailer.index_offset
+        {
             return Err(FormatError::corrupt(
                 "LSMT trailer",
                 format!(
@@ -103,14 +115,22 @@ impl LsmtRo {
                 for s in &mut idx {
                     s.tag = 0;
                 }
-                index::validate(&idx, HT_SPACE / SECTOR, trailer.index_offset / SECTOR, vsize_sectors)?;
+                index::validate(
+                    &idx,
+                    HT_SPACE / SECTOR,
+                    trailer.index_offset / SECTOR,
+                    vsize_sectors,
+                )?;
             }
             Some(_) => {
                 let min = idx.iter().map(|s| s.tag).min().unwrap_or(0);
                 for s in &mut idx {
                     s.tag -= min;
                     if s.tag > 1 {
-                        return Err(FormatError::corrupt("warp LSMT index", format!("entry {s:?} has tag > 1")));
+                        return Err(FormatError::corrupt(
+                            "warp LSMT index",
+                            format!("entry {s:?} has tag > 1"),
+                        ));
                     }
                 }
                 index::validate(&idx, 0, u64::MAX, vsize_sectors)?;

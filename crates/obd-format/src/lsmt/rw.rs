@@ -47,8 +47,16 @@ fn open_rw(path: &Path, create: bool) -> Result<File> {
     if create {
         o.create_new(true);
     }
-    o.open(path)
-        .map_err(|e| FormatError::io(format!("{} {}", if create { "creating" } else { "opening" }, path.display()), e))
+    o.open(path).map_err(|e| {
+        FormatError::io(
+            format!(
+                "{} {}",
+                if create { "creating" } else { "opening" },
+                path.display()
+            ),
+            e,
+        )
+    })
 }
 
 impl RwLayer {
@@ -62,8 +70,10 @@ impl RwLayer {
         uuid: Uuid,
         parent_uuid: Uuid,
     ) -> Result<Self> {
-        if virtual_size % SECTOR != 0 {
-            return Err(FormatError::Invalid(format!("virtual size {virtual_size} is not a multiple of 512")));
+        if !virtual_size.is_multiple_of(SECTOR) {
+            return Err(FormatError::Invalid(format!(
+                "virtual size {virtual_size} is not a multiple of 512"
+            )));
         }
         let data = open_rw(data_path, true)?;
         let index = open_rw(index_path, true)?;
@@ -96,13 +106,18 @@ impl RwLayer {
             data,
             index,
             index0: Index0::new(),
-            data_end: if kind == RwKind::Sparse { HT_SPACE + virtual_size } else { HT_SPACE },
+            data_end: if kind == RwKind::Sparse {
+                HT_SPACE + virtual_size
+            } else {
+                HT_SPACE
+            },
             header: h,
             record_tag: 0,
         };
         if let Some(ix) = &mut l.index {
             use std::io::Seek;
-            ix.seek(io::SeekFrom::Start(HT_SPACE)).map_err(|e| FormatError::io("index file", e))?;
+            ix.seek(io::SeekFrom::Start(HT_SPACE))
+                .map_err(|e| FormatError::io("index file", e))?;
         }
         Ok(l)
     }
@@ -110,11 +125,15 @@ impl RwLayer {
     /// Opens an existing writable layer (append-only or sparse, told by the data header).
     pub fn open(data_path: &Path, index_path: &Path) -> Result<Self> {
         let data = open_rw(data_path, false)?;
-        let src = crate::io::FileSource::new(data.try_clone().map_err(|e| FormatError::io("data file", e))?)
-            .map_err(|e| FormatError::io("data file", e))?;
+        let src = crate::io::FileSource::new(
+            data.try_clone()
+                .map_err(|e| FormatError::io("data file", e))?,
+        )
+        .map_err(|e| FormatError::io("data file", e))?;
         let mut hb = vec![0u8; HT_SPACE as usize];
-        src.read_exact_at(&mut hb, 0)
-            .map_err(|e| FormatError::io(format!("reading the header of {}", data_path.display()), e))?;
+        src.read_exact_at(&mut hb, 0).map_err(|e| {
+            FormatError::io(format!("reading the header of {}", data_path.display()), e)
+        })?;
         let header = HeaderTrailer::decode(&hb)?;
         if !header.is_header() || !header.is_data_file() || header.is_sealed() {
             return Err(FormatError::corrupt(
@@ -139,20 +158,31 @@ impl RwLayer {
             return Ok(l);
         }
         let index = open_rw(index_path, false)?;
-        let isrc = crate::io::FileSource::new(index.try_clone().map_err(|e| FormatError::io("index file", e))?)
-            .map_err(|e| FormatError::io("index file", e))?;
-        isrc.read_exact_at(&mut hb, 0)
-            .map_err(|e| FormatError::io(format!("reading the header of {}", index_path.display()), e))?;
+        let isrc = crate::io::FileSource::new(
+            index
+                .try_clone()
+                .map_err(|e| FormatError::io("index file", e))?,
+        )
+        .map_err(|e| FormatError::io("index file", e))?;
+        isrc.read_exact_at(&mut hb, 0).map_err(|e| {
+            FormatError::io(format!("reading the header of {}", index_path.display()), e)
+        })?;
         let ih = HeaderTrailer::decode(&hb)?;
         if !ih.is_header() || ih.is_data_file() || ih.is_sealed() || ih.index_offset != HT_SPACE {
             return Err(FormatError::corrupt(
                 "writable LSMT index file",
-                format!("header flags {:#x}, index_offset {}", ih.flags, ih.index_offset),
+                format!(
+                    "header flags {:#x}, index_offset {}",
+                    ih.flags, ih.index_offset
+                ),
             ));
         }
         let n = (isrc.size() - HT_SPACE) / 16;
         if n > MAX_RW_INDEX_SIZE {
-            return Err(FormatError::corrupt("writable LSMT index file", format!("{n} records exceed the limit")));
+            return Err(FormatError::corrupt(
+                "writable LSMT index file",
+                format!("{n} records exceed the limit"),
+            ));
         }
         let (mb, me) = (HT_SPACE / SECTOR, data_end / SECTOR);
         let mut chunk = vec![0u8; 16 * 4096];
@@ -167,10 +197,18 @@ impl RwLayer {
                     continue;
                 }
                 s.tag = 0;
-                if s.length > MAX_LENGTH || s.moffset < mb || (!s.zeroed && s.moffset + s.length as u64 > me) || (s.zeroed && s.moffset > me) {
+                if s.length > MAX_LENGTH
+                    || s.moffset < mb
+                    || (!s.zeroed && s.moffset + s.length as u64 > me)
+                    || (s.zeroed && s.moffset > me)
+                {
                     return Err(FormatError::corrupt(
                         "writable LSMT index file",
-                        format!("record {} {s:?} is outside the data file ({} bytes)", done + i as u64, data_end),
+                        format!(
+                            "record {} {s:?} is outside the data file ({} bytes)",
+                            done + i as u64,
+                            data_end
+                        ),
                     ));
                 }
                 index0.insert(s);
@@ -180,7 +218,8 @@ impl RwLayer {
         let mut w = BufWriter::with_capacity(1 << 16, index);
         {
             use std::io::Seek;
-            w.seek(io::SeekFrom::Start(HT_SPACE + n * 16)).map_err(|e| FormatError::io("index file", e))?;
+            w.seek(io::SeekFrom::Start(HT_SPACE + n * 16))
+                .map_err(|e| FormatError::io("index file", e))?;
         }
         Ok(RwLayer {
             kind: RwKind::Append,
@@ -206,12 +245,14 @@ impl RwLayer {
                 Err(nix::errno::Errno::ENXIO) => break,
                 Err(e) => return Err(FormatError::io("SEEK_DATA", e.into())),
             };
-            let e = lseek(fd, b, Whence::SeekHole).map_err(|e| FormatError::io("SEEK_HOLE", e.into()))?;
+            let e = lseek(fd, b, Whence::SeekHole)
+                .map_err(|e| FormatError::io("SEEK_HOLE", e.into()))?;
             let (b, e) = ((b as u64).max(HT_SPACE), (e as u64).min(end));
             let (mut s, e) = (b / SECTOR, e.div_ceil(SECTOR));
             while s < e {
                 let len = (e - s).min(MAX_LENGTH as u64);
-                self.index0.insert(Segment::new(s - HT_SPACE / SECTOR, len as u32, s));
+                self.index0
+                    .insert(Segment::new(s - HT_SPACE / SECTOR, len as u32, s));
                 s += len;
             }
             pos = e as i64 * SECTOR as i64;
@@ -252,7 +293,9 @@ impl RwLayer {
             let mut ih = self.header.clone();
             ih.flags = FLAG_HEADER;
             ih.index_offset = HT_SPACE;
-            ix.get_ref().write_all_at(&ih.encode()?, 0).map_err(|e| FormatError::io("index header", e))?;
+            ix.get_ref()
+                .write_all_at(&ih.encode()?, 0)
+                .map_err(|e| FormatError::io("index header", e))?;
         }
         Ok(())
     }
@@ -268,13 +311,19 @@ impl RwLayer {
     }
 
     fn check_io(&self, off: u64, len: u64) -> io::Result<()> {
-        if off % SECTOR != 0 || len % SECTOR != 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("unaligned LSMT I/O: {len} bytes at {off}")));
+        if !off.is_multiple_of(SECTOR) || !len.is_multiple_of(SECTOR) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("unaligned LSMT I/O: {len} bytes at {off}"),
+            ));
         }
         if off.checked_add(len).is_none_or(|e| e > self.virtual_size()) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("I/O of {len} bytes at {off} past the virtual size {}", self.virtual_size()),
+                format!(
+                    "I/O of {len} bytes at {off} past the virtual size {}",
+                    self.virtual_size()
+                ),
             ));
         }
         Ok(())
@@ -322,13 +371,20 @@ impl WriteAt for RwLayer {
                     let at = self.data_end;
                     self.data.write_all_at(chunk, at)?;
                     self.data_end += chunk.len() as u64;
-                    self.append_record(Segment::new(o / SECTOR, (chunk.len() as u64 / SECTOR) as u32, at / SECTOR))?;
+                    self.append_record(Segment::new(
+                        o / SECTOR,
+                        (chunk.len() as u64 / SECTOR) as u32,
+                        at / SECTOR,
+                    ))?;
                 }
                 RwKind::Sparse => {
                     let at = HT_SPACE + o;
                     self.data.write_all_at(chunk, at)?;
-                    self.index0
-                        .insert(Segment::new(o / SECTOR, (chunk.len() as u64 / SECTOR) as u32, at / SECTOR));
+                    self.index0.insert(Segment::new(
+                        o / SECTOR,
+                        (chunk.len() as u64 / SECTOR) as u32,
+                        at / SECTOR,
+                    ));
                 }
             }
         }

@@ -38,7 +38,11 @@ impl Stack {
         let mut lowers = lowers;
         lowers.reverse();
         // Virtual size: the first non-zero one from the top.
-        let lower_vsize = lowers.iter().map(|l| l.virtual_size()).find(|&v| v != 0).unwrap_or(0);
+        let lower_vsize = lowers
+            .iter()
+            .map(|l| l.virtual_size())
+            .find(|&v| v != 0)
+            .unwrap_or(0);
         let mut upper = upper;
         let mut vsize = lower_vsize;
         if let Some(u) = &mut upper {
@@ -83,7 +87,11 @@ impl Stack {
         let mut out = Vec::new();
         let n = self.lowers.len() as u8;
         let mut cursor = 0;
-        let upper: Vec<Segment> = self.upper.as_ref().map(|u| u.index().dump()).unwrap_or_default();
+        let upper: Vec<Segment> = self
+            .upper
+            .as_ref()
+            .map(|u| u.index().dump())
+            .unwrap_or_default();
         for mut s in upper {
             out.extend(index::lookup(&self.merged, cursor, s.offset));
             cursor = s.end();
@@ -147,13 +155,19 @@ impl WriteAt for Stack {
     fn write_at(&mut self, buf: &[u8], off: u64) -> io::Result<()> {
         match &mut self.upper {
             Some(u) => u.write_at(buf, off),
-            None => Err(io::Error::new(io::ErrorKind::PermissionDenied, "the stack has no writable upper layer")),
+            None => Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "the stack has no writable upper layer",
+            )),
         }
     }
     fn discard(&mut self, off: u64, len: u64) -> io::Result<()> {
         match &mut self.upper {
             Some(u) => u.discard(off, len),
-            None => Err(io::Error::new(io::ErrorKind::PermissionDenied, "the stack has no writable upper layer")),
+            None => Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "the stack has no writable upper layer",
+            )),
         }
     }
     fn flush(&mut self) -> io::Result<()> {

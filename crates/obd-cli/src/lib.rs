@@ -1,0 +1,85 @@
+//! Shared plumbing of the obdconv command-line tools: exit codes and logging set-up.
+
+use obd_format::FormatError;
+
+/// Process exit codes, the same for every obdconv tool.
+pub mod exit {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// Any failure not covered below.
+    pub const FAILURE: i32 = 1;
+    /// Bad command line, or a feature that is not implemented.
+    pub const USAGE: i32 = 2;
+    /// Registry authentication or authorisation failed.
+    pub const AUTH: i32 = 3;
+    /// An input (file, image, tag, blob) does not exist.
+    pub const NOT_FOUND: i32 = 4;
+    /// An input exists but is malformed, corrupt or fails a checksum.
+    pub const BAD_INPUT: i32 = 5;
+    /// Reading or writing local files or the network failed.
+    pub const IO: i32 = 6;
+    /// Interrupted by SIGINT/SIGTERM.
+    pub const INTERRUPTED: i32 = 130;
+}
+
+/// Chooses the exit code for an error by looking through its chain.
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    for cause in err.chain() {
+        if let Some(f) = cause.downcast_ref::<FormatError>() {
+            return match f {
+                FormatError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                    exit::NOT_FOUND
+                }
+                FormatError::Io { source, .. }
+                    if source.kind() == std::io::ErrorKind::InvalidData =>
+                {
+                    exit::BAD_INPUT
+                }
+                FormatError::Io { source, .. }
+                    if source.kind() == std::io::ErrorKind::UnexpectedEof =>
+                {
+                    exit::BAD_INPUT
+                }
+                FormatError::Io { .. } => exit::IO,
+                FormatError::BadMagic { .. }
+                | FormatError::Corrupt { .. }
+                | FormatError::Checksum { .. } => exit::BAD_INPUT,
+                FormatError::Invalid(_) => exit::USAGE,
+            };
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::NotFound => exit::NOT_FOUND,
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {
+                    exit::BAD_INPUT
+                }
+                std::io::ErrorKind::InvalidInput => exit::USAGE,
+                _ => exit::IO,
+            };
+        }
+    }
+    exit::FAILURE
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the level chosen by `verbose`.
+pub fn init_logging(verbose: bool) {
+    let default = if verbose { "debug" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Runs `f` and exits with the code its error calls for, printing the error chain.
+pub fn run_main(f: impl FnOnce() -> anyhow::Result<()>) -> ! {
+    match f() {
+        Ok(()) => std::process::exit(exit::OK),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(exit_code(&e));
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! obd-ext4 (placeholder until the engine lands)
