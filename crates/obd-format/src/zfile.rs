@@ -193,26 +193,46 @@ fn max_stored(bs: u32) -> u64 {
     bs as u64 + bs as u64 / 128 + 128 + 4
 }
 
-/// Compresses one block (appending the CRC when `verify`).
-pub fn compress_block(algo: Algorithm, verify: bool, data: &[u8], out: &mut Vec<u8>) -> Result<()> {
-    out.clear();
-    match algo {
-        Algorithm::Lz4 => {
-            out.resize(lz4_flex::block::get_maximum_output_size(data.len()), 0);
-            let n = lz4_flex::block::compress_into(data, out)
-                .map_err(|e| FormatError::Invalid(format!("lz4 compression failed: {e}")))?;
-            out.truncate(n);
-        }
-        Algorithm::Zstd => {
-            *out = zstd::bulk::compress(data, 3)
-                .map_err(|e| FormatError::io("zstd compression", e))?;
-        }
+/// Compresses blocks one at a time, reusing its compression context.
+pub struct BlockCompressor {
+    algo: Algorithm,
+    verify: bool,
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+}
+
+impl BlockCompressor {
+    pub fn new(algo: Algorithm, verify: bool) -> Result<Self> {
+        let zstd = match algo {
+            Algorithm::Zstd => Some(
+                zstd::bulk::Compressor::new(3).map_err(|e| FormatError::io("zstd context", e))?,
+            ),
+            Algorithm::Lz4 => None,
+        };
+        Ok(BlockCompressor { algo, verify, zstd })
     }
-    if verify {
-        let c = crc32c_raw(ZFILE_BLOCK_SEED, out);
-        out.extend_from_slice(&c.to_le_bytes());
+
+    /// Compresses `data` into `out` (appending the CRC when `verify`).
+    pub fn compress(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        out.clear();
+        match (self.algo, &mut self.zstd) {
+            (Algorithm::Zstd, Some(z)) => {
+                out.reserve(zstd::zstd_safe::compress_bound(data.len()) + 4);
+                z.compress_to_buffer(data, out)
+                    .map_err(|e| FormatError::io("zstd compression", e))?;
+            }
+            _ => {
+                out.resize(lz4_flex::block::get_maximum_output_size(data.len()), 0);
+                let n = lz4_flex::block::compress_into(data, out)
+                    .map_err(|e| FormatError::Invalid(format!("lz4 compression failed: {e}")))?;
+                out.truncate(n);
+            }
+        }
+        if self.verify {
+            let c = crc32c_raw(ZFILE_BLOCK_SEED, out);
+            out.extend_from_slice(&c.to_le_bytes());
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Summary of a finished ZFile.
@@ -236,6 +256,7 @@ pub struct ZFileWriter<W: Write> {
     raw_size: u64,
     written: u64,
     scratch: Vec<Vec<u8>>,
+    comp: Option<BlockCompressor>,
 }
 
 impl<W: Write> ZFileWriter<W> {
@@ -252,6 +273,7 @@ impl<W: Write> ZFileWriter<W> {
             raw_size: 0,
             written: HEADER_SIZE,
             scratch: Vec::new(),
+            comp: None,
         })
     }
 
@@ -282,8 +304,12 @@ impl<W: Write> ZFileWriter<W> {
         let (algo, verify) = (self.opts.algorithm, self.opts.verify);
         let threads = self.opts.threads.clamp(1, 64).min(nblocks);
         if threads <= 1 {
+            let comp = match &mut self.comp {
+                Some(c) => c,
+                None => self.comp.insert(BlockCompressor::new(algo, verify)?),
+            };
             for (c, o) in chunks.iter().zip(self.scratch.iter_mut()) {
-                compress_block(algo, verify, c, o)?;
+                comp.compress(c, o)?;
             }
         } else {
             let per = nblocks.div_ceil(threads);
@@ -293,8 +319,9 @@ impl<W: Write> ZFileWriter<W> {
                     .zip(self.scratch.chunks_mut(per))
                     .map(|(cs, os)| {
                         sc.spawn(move || -> Result<()> {
+                            let mut comp = BlockCompressor::new(algo, verify)?;
                             for (c, o) in cs.iter().zip(os.iter_mut()) {
-                                compress_block(algo, verify, c, o)?;
+                                comp.compress(c, o)?;
                             }
                             Ok(())
                         })
@@ -378,6 +405,11 @@ impl<W: Write> Write for ZFileWriter<W> {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+thread_local! {
+    static ZSTD_DCTX: std::cell::RefCell<zstd::bulk::Decompressor<'static>> =
+        std::cell::RefCell::new(zstd::bulk::Decompressor::new().expect("zstd decompression context"));
 }
 
 /// Random-access reader of a ZFile.
