@@ -1,0 +1,12 @@
+//! obd-tar: reading OCI layer tars.
+//!
+//! * [`decompress`]: detects gzip / zstd / plain streams by their magic and decompresses.
+//! * [`reader`]: a strict streaming tar reader (ustar, GNU long names and sparse members,
+//!   PAX records incl. xattrs, times with fractions, 64-bit ids and sizes, PAX sparse).
+//! * [`path`]: path normalisation that can never leave the image root.
+
+pub mod decompress;
+pub mod path;
+pub mod reader;
+
+pub use reader::{Entry, EntryKind, TarError, TarReader, Timestamp};
