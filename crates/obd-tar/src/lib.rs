@@ -4,9 +4,13 @@
 //! * [`reader`]: a strict streaming tar reader (ustar, GNU long names and sparse members,
 //!   PAX records incl. xattrs, times with fractions, 64-bit ids and sizes, PAX sparse).
 //! * [`path`]: path normalisation that can never leave the image root.
+//! * [`apply`]: applies a layer onto an ext4 filesystem with OCI semantics (whiteouts,
+//!   opaque directories, hard links, last entry wins).
 
+pub mod apply;
 pub mod decompress;
 pub mod path;
 pub mod reader;
 
+pub use apply::{apply_layer, ApplyError, ApplyStats};
 pub use reader::{Entry, EntryKind, TarError, TarReader, Timestamp};

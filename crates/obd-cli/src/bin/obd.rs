@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use obd_format::config::ImageConfig;
 use obd_format::detect;
+use obd_format::io::WriteAt;
 use obd_format::lsmt::{self, CommitOptions, RwKind, RwLayer};
 use obd_format::output::{write_wrapped, Wrapping};
 use obd_format::uuid::Uuid;
@@ -76,6 +77,9 @@ enum Cmd {
         /// UUID written into the headers (null by default, for deterministic output).
         #[arg(long)]
         uuid: Option<String>,
+        /// Make an empty ext4 filesystem on the new layer (upstream's mkfs parameters).
+        #[arg(long)]
+        mkfs: bool,
         data_file: PathBuf,
         index_file: PathBuf,
         /// Virtual size in GiB.
@@ -126,6 +130,18 @@ enum Cmd {
         src: PathBuf,
         dst: Option<PathBuf>,
     },
+    /// Apply an OCI layer tar (plain, gzip or zstd) onto the ext4 filesystem of an image
+    /// config's stack, writing into its upper layer, like `overlaybd-apply`.
+    Apply {
+        /// Make a new ext4 filesystem on the device first.
+        #[arg(long)]
+        mkfs: bool,
+        /// Expected sha256 of the uncompressed tar (`sha256:HEX`); a mismatch fails.
+        #[arg(long)]
+        checksum: Option<String>,
+        layer_tar: PathBuf,
+        config: PathBuf,
+    },
     /// Flatten the layer stack of an image config into a sparse raw disk image.
     ExportRaw { config: PathBuf, out: PathBuf },
     /// Say what a file is and print its headers and index statistics as JSON.
@@ -168,6 +184,7 @@ fn run(cmd: Cmd) -> Result<()> {
             sparse,
             parent_uuid,
             uuid,
+            mkfs,
             data_file,
             index_file,
             vsize_gb,
@@ -182,7 +199,12 @@ fn run(cmd: Cmd) -> Result<()> {
             } else {
                 RwKind::Append
             };
-            RwLayer::create(&data_file, &index_file, vsize, kind, uuid, parent)?;
+            let layer = RwLayer::create(&data_file, &index_file, vsize, kind, uuid, parent)?;
+            if mkfs {
+                let mut fs = obd_ext4::Ext4::mkfs(layer, &obd_ext4::MkfsOptions::default())?;
+                fs.flush()?;
+                fs.into_device().flush()?;
+            }
             Ok(())
         }
         Cmd::Commit {
@@ -280,6 +302,45 @@ fn run(cmd: Cmd) -> Result<()> {
                     })
                 })?;
             }
+            Ok(())
+        }
+        Cmd::Apply {
+            mkfs,
+            checksum,
+            layer_tar,
+            config,
+        } => {
+            let cfg = ImageConfig::load(&config)?;
+            let stack = cfg.open_stack()?;
+            if stack.upper().is_none() {
+                bail!(obd_format::FormatError::Invalid(format!(
+                    "{} has no upper layer to write into",
+                    config.display()
+                )));
+            }
+            let mut fs = if mkfs {
+                obd_ext4::Ext4::mkfs(stack, &obd_ext4::MkfsOptions::default())?
+            } else {
+                obd_ext4::Ext4::open(stack)?
+            };
+            let input = File::open(&layer_tar)
+                .with_context(|| format!("opening {}", layer_tar.display()))?;
+            let stats = obd_tar::apply_layer(&mut fs, input)
+                .with_context(|| format!("applying {}", layer_tar.display()))?;
+            if let Some(want) = checksum {
+                if !want.eq_ignore_ascii_case(&stats.diff_id) {
+                    bail!(obd_format::FormatError::Corrupt {
+                        what: "layer",
+                        detail: format!(
+                            "uncompressed digest is {}, expected {want}",
+                            stats.diff_id
+                        ),
+                    });
+                }
+            }
+            fs.flush()?;
+            fs.into_device().flush()?;
+            tracing::info!(?stats, "applied {}", layer_tar.display());
             Ok(())
         }
         Cmd::ExportRaw { config, out } => {

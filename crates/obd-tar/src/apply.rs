@@ -1,0 +1,366 @@
+//! Applying one OCI layer tar onto an ext4 filesystem (the layer's diff lands in whatever
+//! block device the filesystem writes through).
+//!
+//! Semantics follow the OCI image spec and containerd's applier:
+//! * whiteouts `.wh.NAME` remove `NAME` from lower layers, opaque markers `.wh..wh..opq` hide
+//!   a directory's lower content; neither touches what this layer already unpacked; other
+//!   `.wh..wh.*` entries are ignored; the markers are never materialised;
+//! * a later entry replaces an earlier one at the same path (a directory over a directory
+//!   merges, anything else removes what was there, recursively);
+//! * missing parent directories are created (0755, root);
+//! * names are cleaned lexically (`..` stops at the root), parents are resolved inside the
+//!   image (symlinks followed but clamped to the image root);
+//! * hard links resolve their target against the archive root, in this or a lower layer;
+//! * GNU/PAX sparse members keep their holes; all-zero blocks become holes.
+//! * atime = mtime = ctime = the member's mtime, with nanoseconds.
+
+use std::collections::HashSet;
+use std::io::{self, Read};
+
+use obd_ext4::{Attrs, Ext4, FileKind, Timestamp, ROOT_INO};
+use obd_format::io::BlockDevice;
+
+use crate::decompress::{decompress, Compression};
+use crate::path;
+use crate::reader::{Entry, EntryKind, TarError, TarReader};
+
+const WHITEOUT: &[u8] = b".wh.";
+const OPAQUE: &[u8] = b".wh..wh..opq";
+
+/// Why applying a layer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Tar(#[from] TarError),
+    #[error("layer stream: {0}")]
+    Io(#[from] io::Error),
+    #[error("entry {name:?} (tar byte {offset}): {source}")]
+    Entry {
+        name: String,
+        offset: u64,
+        #[source]
+        source: obd_ext4::Error,
+    },
+    #[error("entry {name:?} (tar byte {offset}): {detail}")]
+    Invalid {
+        name: String,
+        offset: u64,
+        detail: String,
+    },
+}
+
+/// What a layer contained.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApplyStats {
+    pub compression: Option<&'static str>,
+    pub entries: u64,
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub hardlinks: u64,
+    pub devices: u64,
+    pub whiteouts: u64,
+    pub file_bytes: u64,
+    /// Bytes of the uncompressed tar.
+    pub tar_bytes: u64,
+    /// `sha256:<hex>` of the uncompressed tar (the layer's diff ID).
+    pub diff_id: String,
+}
+
+/// Passes bytes through while hashing them.
+struct Hashing<R> {
+    inner: R,
+    hash: sha2::Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use sha2::Digest;
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+fn ts(t: crate::reader::Timestamp) -> Timestamp {
+    Timestamp {
+        secs: t.sec.clamp(Timestamp::MIN_SECS, Timestamp::MAX_SECS),
+        nanos: t.nsec.min(999_999_999),
+    }
+}
+
+/// Applies a layer stream (plain, gzip or zstd: detected by magic).
+pub fn apply_layer<D: BlockDevice>(
+    fs: &mut Ext4<D>,
+    stream: impl Read + Send,
+) -> Result<ApplyStats, ApplyError> {
+    use sha2::Digest;
+    let (c, r) = decompress(stream)?;
+    let mut h = Hashing {
+        inner: r,
+        hash: sha2::Sha256::new(),
+        bytes: 0,
+    };
+    let mut stats = apply_tar(fs, &mut h)?;
+    // Whatever follows the end-of-archive blocks is part of the diff ID too.
+    io::copy(&mut h, &mut io::sink())?;
+    stats.tar_bytes = h.bytes;
+    stats.diff_id = format!("sha256:{}", hex::encode(h.hash.finalize()));
+    stats.compression = Some(match c {
+        Compression::None => "none",
+        Compression::Gzip => "gzip",
+        Compression::Zstd => "zstd",
+    });
+    Ok(stats)
+}
+
+/// Reads the stored data of a member, expanding sparse maps into zeros.
+struct DataReader<'a, R: Read> {
+    tar: &'a mut TarReader<R>,
+    /// Remaining segments `(offset, len)`; `None` for a plain file.
+    map: Vec<(u64, u64)>,
+    seg: usize,
+    pos: u64,
+    size: u64,
+    sparse: bool,
+}
+
+impl<R: Read> Read for DataReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.size || buf.is_empty() {
+            return Ok(0);
+        }
+        let to_io = |e: TarError| io::Error::other(e.to_string());
+        if !self.sparse {
+            let n = self.tar.read_data(buf).map_err(to_io)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "member data ended early",
+                ));
+            }
+            self.pos += n as u64;
+            return Ok(n);
+        }
+        while self.seg < self.map.len() && self.map[self.seg].0 + self.map[self.seg].1 <= self.pos {
+            self.seg += 1;
+        }
+        let (n, data) = match self.map.get(self.seg) {
+            Some(&(o, _)) if o > self.pos => ((o - self.pos).min(buf.len() as u64) as usize, false),
+            Some(&(o, l)) => ((o + l - self.pos).min(buf.len() as u64) as usize, true),
+            None => ((self.size - self.pos).min(buf.len() as u64) as usize, false),
+        };
+        if data {
+            let mut done = 0;
+            while done < n {
+                let k = self.tar.read_data(&mut buf[done..n]).map_err(to_io)?;
+                if k == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "sparse data ended early",
+                    ));
+                }
+                done += k;
+            }
+        } else {
+            buf[..n].fill(0);
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Applies an uncompressed tar stream.
+pub fn apply_tar<D: BlockDevice>(fs: &mut Ext4<D>, r: impl Read) -> Result<ApplyStats, ApplyError> {
+    let mut tar = TarReader::new(r);
+    let mut stats = ApplyStats::default();
+    // Clean paths unpacked by this layer (whiteouts never remove them).
+    let mut unpacked: HashSet<Vec<u8>> = HashSet::new();
+    while let Some(e) = tar.next_entry()? {
+        stats.entries += 1;
+        let name = e.display_name();
+        let offset = e.header_offset;
+        let wrap = |source: obd_ext4::Error| ApplyError::Entry {
+            name: name.clone(),
+            offset,
+            source,
+        };
+        let comps = path::components(&e.name);
+        let clean = path::clean(&e.name);
+        let Some((base, parent_comps)) = comps.split_last() else {
+            // The root itself ("./"): take its metadata when it is a directory.
+            if e.kind == EntryKind::Directory {
+                set_meta(fs, ROOT_INO, &e).map_err(wrap)?;
+            }
+            continue;
+        };
+        let parent_path = parent_comps.join(&b'/');
+        if base.starts_with(WHITEOUT) {
+            stats.whiteouts += 1;
+            let Some(parent) = resolve_dir(fs, &parent_path).map_err(wrap)? else {
+                continue;
+            };
+            if *base == OPAQUE {
+                remove_lower_children(fs, parent, &parent_path, &unpacked).map_err(wrap)?;
+            } else if !base.starts_with(b".wh..wh.") {
+                let target = &base[WHITEOUT.len()..];
+                let mut tp = parent_path.clone();
+                if !tp.is_empty() {
+                    tp.push(b'/');
+                }
+                tp.extend_from_slice(target);
+                if !target.is_empty() && !unpacked.contains(&tp) {
+                    fs.remove_all(parent, target).map_err(wrap)?;
+                }
+            }
+            continue;
+        }
+        let attrs = Attrs::new(e.mode as u16, e.uid as u32, e.gid as u32, ts(e.mtime));
+        let parent = match resolve_dir(fs, &parent_path).map_err(wrap)? {
+            Some(p) => p,
+            None => {
+                let pa = Attrs::new(0o755, 0, 0, ts(e.mtime));
+                fs.mkdir_all(&parent_path, &pa).map_err(wrap)?
+            }
+        };
+        let existing = fs.lookup(parent, base).map_err(wrap)?;
+        if e.kind == EntryKind::HardLink {
+            let tclean = path::clean(&e.link);
+            if tclean == clean {
+                continue;
+            }
+            let target = resolve_nofollow(fs, &tclean)
+                .map_err(wrap)?
+                .ok_or_else(|| ApplyError::Invalid {
+                    name: name.clone(),
+                    offset,
+                    detail: format!(
+                        "hard link target {:?} does not exist",
+                        String::from_utf8_lossy(&e.link)
+                    ),
+                })?;
+            if fs.metadata(target).map_err(wrap)?.kind == FileKind::Directory {
+                return Err(ApplyError::Invalid {
+                    name,
+                    offset,
+                    detail: "hard link to a directory".into(),
+                });
+            }
+            if existing == Some(target) {
+                unpacked.insert(clean);
+                continue;
+            }
+            if existing.is_some() {
+                fs.remove_all(parent, base).map_err(wrap)?;
+            }
+            fs.link(parent, base, target).map_err(wrap)?;
+            stats.hardlinks += 1;
+            unpacked.insert(clean);
+            continue;
+        }
+        if let Some(old) = existing {
+            let old_dir = fs.metadata(old).map_err(wrap)?.kind == FileKind::Directory;
+            if !(old_dir && e.kind == EntryKind::Directory) {
+                fs.remove_all(parent, base).map_err(wrap)?;
+            }
+        }
+        let ino = match e.kind {
+            EntryKind::Directory => {
+                stats.dirs += 1;
+                match fs.lookup(parent, base).map_err(wrap)? {
+                    Some(d) => d,
+                    None => fs.mkdir(parent, base, &attrs).map_err(wrap)?,
+                }
+            }
+            EntryKind::File => {
+                stats.files += 1;
+                stats.file_bytes += e.size;
+                let mut data = DataReader {
+                    map: e.sparse.clone().unwrap_or_default(),
+                    sparse: e.sparse.is_some(),
+                    tar: &mut tar,
+                    seg: 0,
+                    pos: 0,
+                    size: e.size,
+                };
+                fs.create_file(parent, base, &attrs, e.size, &mut data)
+                    .map_err(wrap)?
+            }
+            EntryKind::Symlink => {
+                stats.symlinks += 1;
+                fs.symlink(parent, base, &e.link, &attrs).map_err(wrap)?
+            }
+            EntryKind::CharDevice | EntryKind::BlockDevice | EntryKind::Fifo => {
+                stats.devices += 1;
+                let kind = match e.kind {
+                    EntryKind::CharDevice => FileKind::CharDevice,
+                    EntryKind::BlockDevice => FileKind::BlockDevice,
+                    _ => FileKind::Fifo,
+                };
+                fs.mknod(parent, base, kind, (e.dev_major, e.dev_minor), &attrs)
+                    .map_err(wrap)?
+            }
+            EntryKind::HardLink => unreachable!("handled above"),
+        };
+        set_meta(fs, ino, &e).map_err(wrap)?;
+        unpacked.insert(clean);
+    }
+    stats.tar_bytes = tar.position();
+    Ok(stats)
+}
+
+/// Owner, permissions, times and xattrs of an entry.
+fn set_meta<D: BlockDevice>(fs: &mut Ext4<D>, ino: u32, e: &Entry) -> obd_ext4::Result<()> {
+    fs.set_owner(ino, e.uid as u32, e.gid as u32)?;
+    if e.kind != EntryKind::Symlink {
+        fs.set_perm(ino, e.mode as u16)?;
+    }
+    for (k, v) in &e.xattrs {
+        fs.set_xattr(ino, &String::from_utf8_lossy(k), v)?;
+    }
+    let t = ts(e.mtime);
+    fs.set_times(ino, t, t, t)
+}
+
+/// Resolves a directory path (following symlinks inside the image); `None` if missing.
+fn resolve_dir<D: BlockDevice>(fs: &mut Ext4<D>, p: &[u8]) -> obd_ext4::Result<Option<u32>> {
+    match fs.resolve(p, true)? {
+        Some(ino) if fs.metadata(ino)?.kind == FileKind::Directory => Ok(Some(ino)),
+        Some(_) => Err(obd_ext4::Error::NotADirectory(
+            String::from_utf8_lossy(p).into_owned(),
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Resolves a path without following a symlink in the last component.
+fn resolve_nofollow<D: BlockDevice>(fs: &mut Ext4<D>, p: &[u8]) -> obd_ext4::Result<Option<u32>> {
+    fs.resolve(p, false)
+}
+
+/// For an opaque directory: removes every child that this layer did not unpack, walking
+/// into kept directories (their lower content is hidden too).
+fn remove_lower_children<D: BlockDevice>(
+    fs: &mut Ext4<D>,
+    dir: u32,
+    dir_path: &[u8],
+    unpacked: &HashSet<Vec<u8>>,
+) -> obd_ext4::Result<()> {
+    for child in fs.read_dir(dir)? {
+        let mut p = dir_path.to_vec();
+        if !p.is_empty() {
+            p.push(b'/');
+        }
+        p.extend_from_slice(&child.name);
+        if unpacked.contains(&p) {
+            if child.kind == Some(FileKind::Directory) {
+                remove_lower_children(fs, child.ino, &p, unpacked)?;
+            }
+        } else {
+            fs.remove_all(dir, &child.name)?;
+        }
+    }
+    Ok(())
+}
