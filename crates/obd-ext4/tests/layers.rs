@@ -284,3 +284,54 @@ fn path_resolution_is_clamped() {
         Err(Error::IsADirectory(_))
     ));
 }
+
+/// Non-zero filler data.
+struct Filler(u64);
+
+impl io::Read for Filler {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(self.0 as usize);
+        buf[..n].fill(0xA5);
+        self.0 -= n as u64;
+        Ok(n)
+    }
+}
+
+#[test]
+fn allocation_through_block_uninit_groups() {
+    if !common::tools_available("allocation_through_block_uninit_groups") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img");
+    common::mke2fs(
+        &img,
+        "2G",
+        &[
+            "-O",
+            "uninit_bg,^metadata_csum,flex_bg,has_journal",
+            "-E",
+            "lazy_itable_init=1",
+            "-G",
+            "2",
+        ],
+    );
+    let mut fs = Ext4::open(RawImage::open(&img).unwrap()).unwrap();
+    let before = fs.stats();
+    // Spans groups 0-4, among them BLOCK_UNINIT groups 1 and 3 (backup superblocks, and the
+    // bitmaps of other groups living elsewhere).
+    let len = 560u64 << 20;
+    fs.create_file(ROOT_INO, b"big", &attrs(0o644), len, &mut Filler(len))
+        .unwrap();
+    fs.flush().unwrap();
+    drop(fs);
+    common::fsck_clean(&img);
+    let st = common::debugfs(&img, "stat /big");
+    assert!(st.contains(&format!("Size: {len}")), "{st}");
+    let mut fs = Ext4::open(RawImage::open(&img).unwrap()).unwrap();
+    fs.remove_all(ROOT_INO, b"big").unwrap();
+    fs.flush().unwrap();
+    assert_eq!(fs.stats().free_blocks, before.free_blocks);
+    drop(fs);
+    common::fsck_clean(&img);
+}
