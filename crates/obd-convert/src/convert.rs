@@ -1,0 +1,246 @@
+//! The top level of a conversion: resolve the source reference, convert a manifest or every
+//! platform of an index (concurrently, bounded), rebuild the index, push it, and only then
+//! move the target tag. Nothing is tagged when anything failed.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::{ConvertError, Result};
+use crate::image::{self, Kind};
+use crate::native::{self, ManifestReport, NativeOptions};
+use crate::store::{Desc, Store};
+
+/// Options of a conversion.
+#[derive(Clone, Debug)]
+pub struct ConvertOptions {
+    pub native: NativeOptions,
+    /// Work directory root; each manifest gets its own sub-directory.
+    pub work_dir: PathBuf,
+    /// Platform manifests converted at once (0 = unlimited).
+    pub concurrency: usize,
+    /// Convert only these platforms (`os/arch[/variant]`); empty = all.
+    pub platforms: Vec<String>,
+}
+
+/// What a conversion did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ConvertReport {
+    pub source: String,
+    pub target: String,
+    pub source_digest: String,
+    pub output_digest: String,
+    pub output_media_type: String,
+    pub manifests: Vec<ManifestReport>,
+    pub skipped: Vec<String>,
+    pub seconds: f64,
+}
+
+/// Converts `reference` of `src` and tags the result `target_tag` in `dst`.
+pub fn convert(
+    src: Arc<dyn Store>,
+    dst: Arc<dyn Store>,
+    reference: &str,
+    target_tag: &str,
+    opts: &ConvertOptions,
+) -> Result<ConvertReport> {
+    let t0 = Instant::now();
+    let desc = src.resolve(reference)?;
+    let report = Mutex::new(ConvertReport {
+        source: format!("{}@{reference}", src.name()),
+        target: format!("{}:{target_tag}", dst.name()),
+        source_digest: desc.digest.clone(),
+        ..Default::default()
+    });
+    let counter = std::sync::atomic::AtomicUsize::new(0);
+    let ctx = Ctx {
+        src,
+        dst,
+        opts,
+        report: &report,
+        counter: &counter,
+    };
+    let (out, bytes) = ctx.process(&desc, None)?;
+    if !opts.native.no_upload {
+        ctx.dst.tag(target_tag, &bytes, &out.media_type)?;
+        tracing::info!("converted to {target_tag:?}, digest: {:?}", out.digest);
+    }
+    let mut r = report.into_inner().unwrap_or_else(|p| p.into_inner());
+    r.output_digest = out.digest;
+    r.output_media_type = out.media_type;
+    r.seconds = t0.elapsed().as_secs_f64();
+    Ok(r)
+}
+
+/// A converted manifest or index: its descriptor and bytes.
+type Converted = Result<(Desc, Vec<u8>)>;
+
+struct Ctx<'a> {
+    src: Arc<dyn Store>,
+    dst: Arc<dyn Store>,
+    opts: &'a ConvertOptions,
+    report: &'a Mutex<ConvertReport>,
+    counter: &'a std::sync::atomic::AtomicUsize,
+}
+
+impl Ctx<'_> {
+    fn process(&self, desc: &Desc, platform: Option<String>) -> Result<(Desc, Vec<u8>)> {
+        let bytes = self.src.fetch_manifest(desc)?;
+        let v: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ConvertError::BadInput(format!("{}: {e}", desc.digest)))?;
+        let mt = if desc.media_type.is_empty() {
+            v["mediaType"].as_str().unwrap_or_default().to_string()
+        } else {
+            desc.media_type.clone()
+        };
+        match image::kind_of(&mt, Some(&v))? {
+            Kind::Manifest => self.manifest(desc, platform),
+            Kind::Index => self.index(desc, &mt, v),
+        }
+    }
+
+    fn manifest(&self, desc: &Desc, platform: Option<String>) -> Result<(Desc, Vec<u8>)> {
+        let id = self
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        let work = self.opts.work_dir.join(format!(
+            "{id}-{}-{}",
+            platform.as_deref().unwrap_or("").replace('/', "_"),
+            crate::digest::hex_of(&desc.digest)
+        ));
+        let r = native::convert_manifest(
+            self.src.clone(),
+            self.dst.clone(),
+            desc,
+            &work,
+            &self.opts.native,
+        );
+        if !self.opts.native.reserve {
+            let _ = std::fs::remove_dir_all(&work);
+        }
+        let (out, bytes, mut rep) = r?;
+        rep.platform = platform;
+        self.report
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .manifests
+            .push(rep);
+        Ok((out, bytes))
+    }
+
+    fn index(&self, desc: &Desc, mt: &str, mut v: Value) -> Result<(Desc, Vec<u8>)> {
+        let entries: Vec<Value> = v["manifests"].as_array().cloned().unwrap_or_default();
+        let mut keep = Vec::new();
+        for e in entries {
+            let d = e["digest"].as_str().unwrap_or_default().to_string();
+            if image::is_attestation(&e) {
+                tracing::warn!(
+                    "skipping attestation manifest {d}: cannot be re-associated after conversion"
+                );
+                self.report
+                    .lock()
+                    .unwrap()
+                    .skipped
+                    .push(format!("{d} (attestation)"));
+                continue;
+            }
+            let plat = image::platform_string(&e);
+            let is_index = matches!(
+                e["mediaType"].as_str(),
+                Some(image::OCI_INDEX) | Some(image::DOCKER_LIST)
+            );
+            if !self.opts.platforms.is_empty() && !is_index {
+                let ok = plat
+                    .as_ref()
+                    .is_some_and(|p| self.opts.platforms.iter().any(|w| platform_matches(w, p)));
+                if !ok {
+                    tracing::info!(
+                        "skipping {d} ({}): not a requested platform",
+                        plat.as_deref().unwrap_or("no platform")
+                    );
+                    self.report.lock().unwrap().skipped.push(format!(
+                        "{d} ({})",
+                        plat.as_deref().unwrap_or("no platform")
+                    ));
+                    continue;
+                }
+            }
+            keep.push(e);
+        }
+        if keep.is_empty() {
+            return Err(ConvertError::NotFound(format!(
+                "index {} has no manifest to convert",
+                desc.digest
+            )));
+        }
+        // Convert the entries, at most `concurrency` at once.
+        let limit = if self.opts.concurrency == 0 {
+            keep.len()
+        } else {
+            self.opts.concurrency
+        };
+        let results: Vec<Mutex<Option<Converted>>> =
+            keep.iter().map(|_| Mutex::new(None)).collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..limit.min(keep.len()) {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(e) = keep.get(i) else { break };
+                    let d = Desc {
+                        media_type: e["mediaType"].as_str().unwrap_or_default().to_string(),
+                        digest: e["digest"].as_str().unwrap_or_default().to_string(),
+                        size: e["size"].as_u64().unwrap_or(0),
+                    };
+                    let r = self.process(&d, image::platform_string(e));
+                    *results[i].lock().unwrap() = Some(r);
+                });
+            }
+        });
+        let mut out_entries = Vec::new();
+        for (mut e, r) in keep.into_iter().zip(results) {
+            let (d, _) = r.into_inner().unwrap().expect("every entry ran")?;
+            // Keep every field of the entry (platform, annotations, ...), new content only.
+            e["mediaType"] = Value::String(d.media_type);
+            e["digest"] = Value::String(d.digest);
+            e["size"] = Value::from(d.size);
+            out_entries.push(e);
+        }
+        v["manifests"] = Value::Array(out_entries);
+        let out_mt = if self.opts.native.flavor.oci {
+            image::OCI_INDEX.to_string()
+        } else {
+            mt.to_string()
+        };
+        if v.get("mediaType").is_some() || self.opts.native.flavor.oci {
+            v["mediaType"] = Value::String(out_mt.clone());
+        }
+        if self.opts.native.referrer {
+            v["artifactType"] = Value::String(image::ARTIFACT_NATIVE.into());
+            v["subject"] = desc.to_json();
+        }
+        let bytes = serde_json::to_vec(&v).expect("serialises");
+        let d = Desc {
+            media_type: out_mt,
+            digest: crate::digest::sha256(&bytes),
+            size: bytes.len() as u64,
+        };
+        if !self.opts.native.no_upload {
+            self.dst.push_manifest(&bytes, &d.media_type)?;
+            tracing::info!("index uploaded, {}", d.digest);
+        }
+        Ok((d, bytes))
+    }
+}
+
+/// `linux/arm64` matches `linux/arm64/v8`; a variant in the request must match exactly.
+fn platform_matches(want: &str, have: &str) -> bool {
+    want == have
+        || (want.matches('/').count() == 1
+            && have.starts_with(want)
+            && have[want.len()..].starts_with('/'))
+}

@@ -1,0 +1,79 @@
+//! Errors of the conversion engine, grouped so the CLI can choose an exit code.
+
+use std::io;
+
+/// Why a conversion failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    /// The source image, tag or a blob does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Authentication or authorisation failed.
+    #[error("access denied: {0}")]
+    Auth(String),
+    /// The input image is malformed (bad JSON, digest mismatch, corrupt layer, bad tar).
+    #[error("bad input: {0}")]
+    BadInput(String),
+    /// Local or network I/O failed.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The request cannot be served (unsupported media type, option, feature).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// The registry or store refused an operation.
+    #[error("store: {0}")]
+    Store(String),
+    /// Stopped by a signal.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+pub type Result<T, E = ConvertError> = std::result::Result<T, E>;
+
+impl ConvertError {
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        ConvertError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+impl From<obd_format::FormatError> for ConvertError {
+    fn from(e: obd_format::FormatError) -> Self {
+        use obd_format::FormatError as F;
+        match e {
+            F::Io { context, source } => ConvertError::Io { context, source },
+            F::Invalid(s) => ConvertError::Unsupported(s),
+            other => ConvertError::BadInput(other.to_string()),
+        }
+    }
+}
+
+impl From<obd_ext4::Error> for ConvertError {
+    fn from(e: obd_ext4::Error) -> Self {
+        match e {
+            obd_ext4::Error::Io(source) => ConvertError::Io {
+                context: "filesystem device".into(),
+                source,
+            },
+            other => ConvertError::BadInput(format!("filesystem: {other}")),
+        }
+    }
+}
+
+impl From<obd_tar::ApplyError> for ConvertError {
+    fn from(e: obd_tar::ApplyError) -> Self {
+        match e {
+            obd_tar::ApplyError::Io(source) => ConvertError::Io {
+                context: "reading the layer".into(),
+                source,
+            },
+            other => ConvertError::BadInput(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! obd-convert: converts OCI/Docker images into overlaybd images.
+//!
+//! * [`store`]: where images come from and go to ([`store::Store`]), with an OCI image
+//!   layout implementation ([`store::OciLayout`]); the registry client plugs in the same way.
+//! * [`digest`]: sha256 digests, chain IDs, hashing readers/writers.
+//! * [`image`]: media types, annotations, manifest/config/index JSON.
+//! * [`native`]: the native overlaybd engine for one manifest (layers → LSMT/ext4 blobs).
+//! * [`baselayer`]: the upstream `ext4_64` baselayer used by `--mkfs=false`.
+//! * [`convert`]: the top level: resolve the source, walk indexes, convert each platform,
+//!   push, tag.
+
+pub mod baselayer;
+pub mod convert;
+pub mod digest;
+pub mod error;
+pub mod image;
+pub mod native;
+pub mod store;
+
+pub use convert::{convert, ConvertOptions, ConvertReport};
+pub use error::{ConvertError, Result};

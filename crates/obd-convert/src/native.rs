@@ -1,0 +1,439 @@
+//! The native overlaybd engine for one image manifest.
+//!
+//! Layers are fetched (remote stores: prefetched concurrently into the work dir, digest
+//! checked while downloading) and applied **in order** onto an ext4 filesystem that lives in
+//! an LSMT stack: lowers are the layers already committed, the upper is a fresh writable
+//! layer. Each upper is committed (ZFile lz4 + tar, UUID from the chain ID) while the
+//! previous layers upload in the background. Then the config (only `rootfs.diff_ids`
+//! changed) and the manifest are pushed; the tag is set by the caller's request last.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use obd_ext4::{Ext4, MkfsOptions};
+use obd_format::detect;
+use obd_format::lsmt::{self, CommitOptions, LsmtRo, RwKind, RwLayer, Stack};
+use obd_format::output::{write_wrapped, Wrapping};
+use obd_format::uuid::Uuid;
+use obd_format::zfile::ZFileOptions;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::baselayer;
+use crate::digest::{self, sha256_file};
+use crate::error::{ConvertError, Result};
+use crate::image::{self, Flavor};
+use crate::store::{Desc, Store};
+
+/// Options of the native engine.
+#[derive(Clone, Debug)]
+pub struct NativeOptions {
+    /// Make the filesystem in layer 0 (else stack on the upstream baselayer).
+    pub mkfs: bool,
+    /// Virtual size of the block device in GiB (with mkfs).
+    pub vsize_gb: u64,
+    pub flavor: Flavor,
+    /// Add `subject` and `artifactType` (referrers API).
+    pub referrer: bool,
+    /// Writable layers without the sparse data file.
+    pub disable_sparse: bool,
+    pub zfile: ZFileOptions,
+    /// Keep the work directory.
+    pub reserve: bool,
+    /// Convert but push nothing.
+    pub no_upload: bool,
+    /// Write the manifest and config JSON into the work dir.
+    pub dump_manifest: bool,
+    /// Concurrent layer downloads from remote stores.
+    pub download_concurrency: usize,
+}
+
+impl Default for NativeOptions {
+    fn default() -> Self {
+        NativeOptions {
+            mkfs: true,
+            vsize_gb: 64,
+            flavor: Flavor::default(),
+            referrer: false,
+            disable_sparse: false,
+            zfile: ZFileOptions::default(),
+            reserve: false,
+            no_upload: false,
+            dump_manifest: false,
+            download_concurrency: 3,
+        }
+    }
+}
+
+/// What happened to one layer.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LayerReport {
+    pub index: usize,
+    pub source_digest: String,
+    pub source_size: u64,
+    pub diff_id: String,
+    pub output_digest: String,
+    pub output_size: u64,
+    pub uuid: String,
+    pub entries: u64,
+    pub tar_bytes: u64,
+    pub apply_commit_seconds: f64,
+}
+
+/// What happened to one manifest.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ManifestReport {
+    pub platform: Option<String>,
+    pub source_digest: String,
+    pub output_digest: String,
+    pub output_size: u64,
+    pub config_digest: String,
+    pub layers: Vec<LayerReport>,
+    pub seconds: f64,
+}
+
+fn uuid_of(chain: &str) -> Result<Uuid> {
+    Uuid::from_chain_id(chain)
+        .ok_or_else(|| ConvertError::BadInput(format!("chain ID {chain} is not a sha256 digest")))
+}
+
+/// Background pushes of committed layers; the first error wins.
+struct Uploader {
+    tx: Option<mpsc::Sender<(PathBuf, String, u64)>>,
+    handle: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl Uploader {
+    fn start(dst: Arc<dyn Store>, enabled: bool) -> Self {
+        let (tx, rx) = mpsc::channel::<(PathBuf, String, u64)>();
+        let handle = std::thread::spawn(move || -> Result<()> {
+            for (path, d, size) in rx {
+                if enabled {
+                    dst.push_blob(&path, &d, size)?;
+                    tracing::info!("layer {d} uploaded");
+                }
+            }
+            Ok(())
+        });
+        Uploader {
+            tx: Some(tx),
+            handle: Some(handle),
+        }
+    }
+    fn send(&self, p: PathBuf, d: String, size: u64) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send((p, d, size));
+        }
+    }
+    fn finish(mut self) -> Result<()> {
+        self.tx.take();
+        match self.handle.take().map(|h| h.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(ConvertError::Store("the upload thread panicked".into())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Uploader {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Starts background downloads of the layers into `dir` (for remote stores). Returns one
+/// receiver per layer that yields the downloaded path.
+fn prefetch(
+    src: Arc<dyn Store>,
+    layers: &[(String, u64)],
+    dir: &Path,
+    concurrency: usize,
+) -> Vec<mpsc::Receiver<Result<PathBuf>>> {
+    let (jobs_tx, jobs_rx) =
+        mpsc::channel::<(usize, String, PathBuf, mpsc::Sender<Result<PathBuf>>)>();
+    let jobs_rx = Arc::new(std::sync::Mutex::new(jobs_rx));
+    let mut outs = Vec::new();
+    for (i, (d, _)) in layers.iter().enumerate() {
+        let (tx, rx) = mpsc::channel();
+        let _ = jobs_tx.send((i, d.clone(), dir.join(format!("{i:04}.blob")), tx));
+        outs.push(rx);
+    }
+    drop(jobs_tx);
+    for _ in 0..concurrency.max(1).min(layers.len().max(1)) {
+        let (src, jobs) = (src.clone(), jobs_rx.clone());
+        std::thread::spawn(move || loop {
+            let job = jobs.lock().unwrap_or_else(|p| p.into_inner()).recv();
+            let Ok((i, d, path, tx)) = job else { break };
+            let r = (|| -> Result<PathBuf> {
+                let mut rd = src.fetch_blob(&d)?;
+                let mut f = File::create(&path)
+                    .map_err(|e| ConvertError::io(format!("creating {}", path.display()), e))?;
+                std::io::copy(&mut rd, &mut f)
+                    .map_err(|e| ConvertError::io(format!("downloading layer {i} ({d})"), e))?;
+                tracing::info!("downloaded layer {i}");
+                Ok(path)
+            })();
+            if tx.send(r).is_err() {
+                // The conversion stopped; nobody waits for more.
+                break;
+            }
+        });
+    }
+    outs
+}
+
+/// Converts the manifest `desc` of `src`, pushing results to `dst`. Returns the descriptor
+/// of the new manifest (pushed by digest; tagging is the caller's job).
+pub fn convert_manifest(
+    src: Arc<dyn Store>,
+    dst: Arc<dyn Store>,
+    desc: &Desc,
+    work: &Path,
+    opts: &NativeOptions,
+) -> Result<(Desc, Vec<u8>, ManifestReport)> {
+    let t0 = Instant::now();
+    std::fs::create_dir_all(work)
+        .map_err(|e| ConvertError::io(format!("creating {}", work.display()), e))?;
+    let mbytes = src.fetch_manifest(desc)?;
+    let m: Value = serde_json::from_slice(&mbytes)
+        .map_err(|e| ConvertError::BadInput(format!("manifest {}: {e}", desc.digest)))?;
+    let cfg_digest = m["config"]["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let mut cfg_bytes = Vec::new();
+    std::io::Read::read_to_end(&mut src.fetch_blob(&cfg_digest)?, &mut cfg_bytes)
+        .map_err(|e| ConvertError::BadInput(format!("config {cfg_digest}: {e}")))?;
+    let cfg: Value = serde_json::from_slice(&cfg_bytes)
+        .map_err(|e| ConvertError::BadInput(format!("config {cfg_digest}: {e}")))?;
+    let layers: Vec<(String, u64)> = m["layers"]
+        .as_array()
+        .ok_or_else(|| ConvertError::BadInput(format!("manifest {} has no layers", desc.digest)))?
+        .iter()
+        .map(|l| {
+            (
+                l["digest"].as_str().unwrap_or_default().to_string(),
+                l["size"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let diff_ids: Vec<String> = cfg["rootfs"]["diff_ids"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|d| d.as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    if diff_ids.len() != layers.len() {
+        return Err(ConvertError::BadInput(format!(
+            "config {cfg_digest} lists {} diff_ids for {} layers",
+            diff_ids.len(),
+            layers.len()
+        )));
+    }
+    if let Some((d, _)) = layers.iter().find(|(d, _)| !digest::valid(d)) {
+        return Err(ConvertError::BadInput(format!(
+            "invalid layer digest {d:?}"
+        )));
+    }
+    let chains = digest::chain_ids(&diff_ids);
+    let mut report = ManifestReport {
+        source_digest: desc.digest.clone(),
+        config_digest: String::new(),
+        ..Default::default()
+    };
+
+    // Lowers: the baselayer (without mkfs), then each committed layer.
+    let mut lowers: Vec<Arc<LsmtRo>> = Vec::new();
+    let mut base_blob: Option<(PathBuf, String, u64)> = None;
+    if !opts.mkfs {
+        let raw = work.join("ext4_64");
+        baselayer::extract(&raw)?;
+        lowers.push(Arc::new(detect::open_layer(&raw)?));
+        let tar = baselayer::upload_tar(
+            &std::fs::read(&raw).map_err(|e| ConvertError::io("baselayer", e))?,
+        );
+        let p = work.join("ext4_64.tar");
+        std::fs::write(&p, &tar).map_err(|e| ConvertError::io("writing the baselayer tar", e))?;
+        base_blob = Some((p, digest::sha256(&tar), tar.len() as u64));
+        tracing::info!("using the upstream baselayer");
+    }
+    let vsize = if opts.mkfs {
+        opts.vsize_gb << 30
+    } else {
+        64 << 30
+    };
+    let remote = !src.is_local();
+    let downloads = if remote {
+        Some(prefetch(
+            src.clone(),
+            &layers,
+            work,
+            opts.download_concurrency,
+        ))
+    } else {
+        None
+    };
+    let uploader = Uploader::start(dst.clone(), !opts.no_upload);
+    if let Some((p, d, s)) = &base_blob {
+        uploader.send(p.clone(), d.clone(), *s);
+    }
+
+    let mut out_layers: Vec<Value> = Vec::new();
+    let mut out_diff_ids: Vec<String> = Vec::new();
+    if let Some((_, d, s)) = &base_blob {
+        out_layers.push(image::native_layer(d, *s, opts.flavor));
+        out_diff_ids.push(d.clone());
+    }
+    for (i, (ldigest, lsize)) in layers.iter().enumerate() {
+        let t = Instant::now();
+        let ldir = work.join(format!("{i:04}_{}", ldigest.replace(':', "_")));
+        std::fs::create_dir_all(&ldir)
+            .map_err(|e| ConvertError::io(format!("creating {}", ldir.display()), e))?;
+        let (wd, wi) = (ldir.join("writable_data"), ldir.join("writable_index"));
+        let kind = if opts.disable_sparse {
+            RwKind::Append
+        } else {
+            RwKind::Sparse
+        };
+        let lvsize = if i == 0 {
+            vsize
+        } else {
+            lowers.last().map(|l| l.virtual_size()).unwrap_or(vsize)
+        };
+        let upper = RwLayer::create(&wd, &wi, lvsize, kind, Uuid::NULL, Uuid::NULL)?;
+        let stack = Stack::new(lowers.clone(), Some(upper))?;
+        let mut fs = if i == 0 && opts.mkfs {
+            tracing::info!("mkfs in layer 0, vsize {} GiB", opts.vsize_gb);
+            Ext4::mkfs(stack, &MkfsOptions::default())?
+        } else {
+            Ext4::open(stack)?
+        };
+        let input: Box<dyn std::io::Read + Send> = match &downloads {
+            Some(rx) => {
+                let path = rx[i]
+                    .recv()
+                    .map_err(|_| ConvertError::Store(format!("download of layer {i} stopped")))??;
+                Box::new(
+                    File::open(&path)
+                        .map_err(|e| ConvertError::io(format!("opening {}", path.display()), e))?,
+                )
+            }
+            None => src.fetch_blob(ldigest)?,
+        };
+        let stats = obd_tar::apply_layer(&mut fs, input).map_err(|e| match e {
+            obd_tar::ApplyError::Io(ioe) if ioe.kind() == std::io::ErrorKind::InvalidData => {
+                ConvertError::BadInput(format!("layer {i} ({ldigest}): {ioe}"))
+            }
+            other => ConvertError::from(other),
+        })?;
+        if stats.diff_id != diff_ids[i] {
+            return Err(ConvertError::BadInput(format!(
+                "layer {i} ({ldigest}) uncompresses to {}, but the config says diff_id {}",
+                stats.diff_id, diff_ids[i]
+            )));
+        }
+        fs.flush()?;
+        let upper = fs
+            .into_device()
+            .into_upper()
+            .expect("the stack has an upper");
+        let copts = CommitOptions {
+            virtual_size: upper.virtual_size(),
+            uuid: Some(uuid_of(&chains[i])?),
+            parent_uuid: if i > 0 {
+                uuid_of(&chains[i - 1])?
+            } else {
+                Uuid::NULL
+            },
+            user_tag: Vec::new(),
+        };
+        let commit = ldir.join("overlaybd.commit");
+        let out = File::create(&commit)
+            .map_err(|e| ConvertError::io(format!("creating {}", commit.display()), e))?;
+        let wrap = Wrapping {
+            zfile: Some(opts.zfile),
+            tar: true,
+            overwrite_header: true,
+        };
+        let segs = upper.index().dump();
+        let data = upper.data_view();
+        write_wrapped(out, wrap, |w| lsmt::commit(&segs, &[&data], &copts, w))?;
+        drop(data);
+        drop(upper);
+        if !opts.reserve {
+            let _ = std::fs::remove_file(&wd);
+            let _ = std::fs::remove_file(&wi);
+            if remote {
+                let _ = std::fs::remove_file(work.join(format!("{i:04}.blob")));
+            }
+        }
+        let (odigest, osize) =
+            sha256_file(&commit).map_err(|e| ConvertError::io("hashing the committed layer", e))?;
+        tracing::info!(
+            "layer {i} converted: {} entries, {} -> {osize} bytes, uuid {}",
+            stats.entries,
+            stats.tar_bytes,
+            copts.uuid.unwrap()
+        );
+        lowers.push(Arc::new(detect::open_layer(&commit)?));
+        uploader.send(commit, odigest.clone(), osize);
+        out_layers.push(image::native_layer(&odigest, osize, opts.flavor));
+        out_diff_ids.push(odigest.clone());
+        report.layers.push(LayerReport {
+            index: i,
+            source_digest: ldigest.clone(),
+            source_size: *lsize,
+            diff_id: stats.diff_id.clone(),
+            output_digest: odigest,
+            output_size: osize,
+            uuid: copts.uuid.unwrap().to_string(),
+            entries: stats.entries,
+            tar_bytes: stats.tar_bytes,
+            apply_commit_seconds: t.elapsed().as_secs_f64(),
+        });
+    }
+    uploader.finish()?;
+
+    let new_cfg = image::convert_config(&cfg_bytes, &out_diff_ids)?;
+    let cfg_desc = Desc {
+        media_type: opts.flavor.config().into(),
+        digest: digest::sha256(&new_cfg),
+        size: new_cfg.len() as u64,
+    };
+    let cfg_path = work.join("config.json");
+    std::fs::write(&cfg_path, &new_cfg).map_err(|e| ConvertError::io("writing the config", e))?;
+    if !opts.no_upload {
+        dst.push_blob(&cfg_path, &cfg_desc.digest, cfg_desc.size)?;
+        tracing::info!("config uploaded");
+    }
+    let referrer = opts.referrer.then_some((image::ARTIFACT_NATIVE, desc));
+    let mbuf = image::build_manifest(&m, opts.flavor, &cfg_desc, out_layers, referrer);
+    if opts.dump_manifest {
+        std::fs::write(work.join("manifest.json"), &mbuf)
+            .map_err(|e| ConvertError::io("writing manifest.json", e))?;
+    } else if !opts.reserve {
+        let _ = std::fs::remove_file(&cfg_path);
+    }
+    let mdesc = Desc {
+        media_type: opts.flavor.manifest().into(),
+        digest: digest::sha256(&mbuf),
+        size: mbuf.len() as u64,
+    };
+    if !opts.no_upload {
+        dst.push_manifest(&mbuf, &mdesc.media_type)?;
+        tracing::info!("manifest uploaded, {}", mdesc.digest);
+    }
+    report.output_digest = mdesc.digest.clone();
+    report.output_size = mdesc.size;
+    report.config_digest = cfg_desc.digest.clone();
+    report.seconds = t0.elapsed().as_secs_f64();
+    Ok((mdesc, mbuf, report))
+}
