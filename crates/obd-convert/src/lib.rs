@@ -4,6 +4,7 @@
 //!   layout implementation ([`store::OciLayout`]); the registry client plugs in the same way.
 //! * [`digest`]: sha256 digests, chain IDs, hashing readers/writers.
 //! * [`image`]: media types, annotations, manifest/config/index JSON.
+//! * [`registry_store`]: the [`store::Store`] of a repository in a registry.
 //! * [`native`]: the native overlaybd engine for one manifest (layers → LSMT/ext4 blobs).
 //! * [`baselayer`]: the upstream `ext4_64` baselayer used by `--mkfs=false`.
 //! * [`convert`]: the top level: resolve the source, walk indexes, convert each platform,
@@ -15,6 +16,7 @@ pub mod digest;
 pub mod error;
 pub mod image;
 pub mod native;
+pub mod registry_store;
 pub mod store;
 
 pub use convert::{convert, ConvertOptions, ConvertReport};

@@ -117,6 +117,9 @@ struct Args {
     /// push the result to this repository instead of the source one (`oci:DIR` too)
     #[arg(long = "target-repository")]
     target_repository: Option<String>,
+    /// user[:password] for the target repository (default: the source credentials)
+    #[arg(long = "target-username")]
+    target_username: Option<String>,
     /// ZFile compression of the layers
     #[arg(long, default_value = "lz4")]
     algorithm: Algorithm,
@@ -125,13 +128,63 @@ struct Args {
     report: Option<PathBuf>,
 }
 
-fn open_store(repo: &str, create: bool) -> Result<Arc<dyn Store>> {
-    if let Some(dir) = repo.strip_prefix("oci:") {
-        return Ok(Arc::new(OciLayout::open(dir, create)?));
+/// Registry connection settings from the command line.
+struct Net<'a> {
+    a: &'a Args,
+}
+
+impl Net<'_> {
+    fn options(&self, username: Option<&str>) -> Result<obd_registry::ClientOptions> {
+        let a = self.a;
+        let credentials = match username {
+            // Upstream: no ':' or a leading ':' means anonymous.
+            Some(u) if u.find(':').is_some_and(|i| i > 0) => {
+                Some(obd_registry::Credentials::parse(u)?)
+            }
+            Some(u) if !u.is_empty() && !u.contains(':') => {
+                Some(obd_registry::Credentials::new(u, ""))
+            }
+            _ => None,
+        };
+        let client_cert = match a.client_cert.first() {
+            Some(cc) => {
+                let (c, k) = cc.rsplit_once(':').ok_or_else(|| {
+                    ConvertError::Unsupported(format!("--client-cert {cc:?} is not CERT:KEY"))
+                })?;
+                Some((PathBuf::from(c), PathBuf::from(k)))
+            }
+            None => None,
+        };
+        Ok(obd_registry::ClientOptions {
+            plain_http: a.plain,
+            insecure_skip_verify: a.insecure,
+            cert_dirs: a.cert_dir.clone(),
+            root_cas: a.root_ca.clone(),
+            client_cert,
+            use_docker_config: username.is_none(),
+            credentials,
+            ..Default::default()
+        })
     }
-    bail!(ConvertError::Unsupported(format!(
-        "registry repositories ({repo}) are not supported by this build yet; use -r oci:DIR"
-    )))
+
+    fn open(&self, repo: &str, username: Option<&str>, create: bool) -> Result<Arc<dyn Store>> {
+        if let Some(dir) = repo.strip_prefix("oci:") {
+            return Ok(Arc::new(OciLayout::open(dir, create)?));
+        }
+        let r = obd_registry::Reference::parse(repo)
+            .map_err(|e| ConvertError::Unsupported(format!("repository {repo:?}: {e}")))?;
+        if r.tag.is_some() || r.digest.is_some() {
+            bail!(ConvertError::Unsupported(format!(
+                "repository {repo:?} must not carry a tag or digest; use -i/-g"
+            )));
+        }
+        let client = obd_registry::Client::for_reference(&r, self.options(username)?)
+            .map_err(obd_convert::registry_store::map_err)?;
+        Ok(Arc::new(obd_convert::registry_store::RegistryStore::new(
+            client,
+            r.repository,
+        )))
+    }
 }
 
 fn exit_code(e: &anyhow::Error) -> i32 {
@@ -210,9 +263,14 @@ fn run(a: Args) -> Result<()> {
     if a.vsize == 0 || a.vsize > 1 << 20 {
         return Err(usage("--vsize must be between 1 and 1048576 GB"));
     }
-    let src = open_store(&a.repository, false)?;
+    let net = Net { a: &a };
+    let src = net.open(&a.repository, a.username.as_deref(), false)?;
     let dst = match &a.target_repository {
-        Some(t) => open_store(t, true)?,
+        Some(t) => net.open(
+            t,
+            a.target_username.as_deref().or(a.username.as_deref()),
+            true,
+        )?,
         None => src.clone(),
     };
     let threads = std::thread::available_parallelism()

@@ -1,0 +1,430 @@
+//! `convertor` end to end against real `docker-registry` instances (plain, TLS + basic
+//! auth, mTLS, token auth) and OCI layouts: pushed manifests, configs and layers have the
+//! upstream shape, every layer pulled back flattens to an ext4 that passes `e2fsck -fn`,
+//! and failures leave the target tag untouched.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::*;
+use obd_registry::testutil::{RegistryKind, TestRegistry};
+use obd_registry::Client;
+use serde_json::Value;
+
+fn hello_layout(dir: &Path) -> PathBuf {
+    let dst = dir.join("hello");
+    run_ok(
+        std::process::Command::new("cp")
+            .arg("-r")
+            .arg(testdata().join("upstream/hello-world-layout"))
+            .arg(&dst),
+    );
+    run_ok(
+        std::process::Command::new("chmod")
+            .arg("-R")
+            .arg("u+w")
+            .arg(&dst),
+    );
+    dst
+}
+
+/// Copies `tag` of an OCI layout (manifest or index, recursively) into `repo:tag`.
+fn seed(layout: &Path, tag: &str, c: &Client, repo: &str) {
+    let m = layout_index_entry(layout, tag);
+    copy_manifest(
+        layout,
+        m["digest"].as_str().unwrap(),
+        m["mediaType"].as_str().unwrap(),
+        c,
+        repo,
+        Some(tag),
+    );
+}
+
+fn layout_index_entry(layout: &Path, tag: &str) -> Value {
+    let idx: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    idx["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap()
+        .clone()
+}
+
+fn copy_manifest(layout: &Path, digest: &str, mt: &str, c: &Client, repo: &str, tag: Option<&str>) {
+    let bytes = std::fs::read(blob(layout, digest)).unwrap();
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    if let Some(children) = v["manifests"].as_array() {
+        for ch in children {
+            copy_manifest(
+                layout,
+                ch["digest"].as_str().unwrap(),
+                ch["mediaType"].as_str().unwrap(),
+                c,
+                repo,
+                None,
+            );
+        }
+    } else {
+        let mut blobs = vec![v["config"]["digest"].as_str().unwrap().to_string()];
+        blobs.extend(
+            v["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["digest"].as_str().unwrap().to_string()),
+        );
+        for b in blobs {
+            c.push_blob_file(repo, &blob(layout, &b)).unwrap();
+        }
+    }
+    c.put_manifest(repo, digest, mt, &bytes).unwrap();
+    if let Some(t) = tag {
+        c.put_manifest(repo, t, mt, &bytes).unwrap();
+    }
+}
+
+fn conv(reg: &TestRegistry, args: &[&str]) -> Output {
+    let mut c = convertor();
+    if reg.options().plain_http {
+        c.arg("--plain");
+    }
+    if let Some(ca) = &reg.ca_cert {
+        c.arg("--root-ca").arg(ca);
+    }
+    if reg.kind == RegistryKind::MutualTls {
+        c.arg("--cert-dir").arg(reg.cert_dir.as_ref().unwrap());
+    }
+    if let Some(cr) = &reg.credentials {
+        c.arg("-u").arg(format!("{}:{}", cr.username, cr.password));
+    }
+    let wd = tempfile::tempdir().unwrap();
+    c.arg("-d")
+        .arg(wd.path().join("tmp"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Checks one converted manifest: media types, annotations, diff_ids; pulls its layers and
+/// flattens them with `obd export-raw`; `e2fsck -fn` must pass. Returns the layer count.
+fn check_manifest(c: &Client, repo: &str, m: &Value, oci: bool, dir: &Path) -> usize {
+    let (mmt, cmt, lmt) = if oci {
+        (
+            "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.oci.image.config.v1+json",
+            "application/vnd.oci.image.layer.v1.tar",
+        )
+    } else {
+        (
+            "application/vnd.docker.distribution.manifest.v2+json",
+            "application/vnd.docker.container.image.v1+json",
+            "application/vnd.docker.image.rootfs.diff.tar",
+        )
+    };
+    assert_eq!(m["mediaType"], mmt);
+    assert_eq!(m["config"]["mediaType"], cmt);
+    let cfg: Value = serde_json::from_slice(
+        &c.get_blob_bytes(repo, m["config"]["digest"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let mut lowers = Vec::new();
+    for (i, l) in m["layers"].as_array().unwrap().iter().enumerate() {
+        let d = l["digest"].as_str().unwrap();
+        assert_eq!(l["mediaType"], lmt);
+        assert_eq!(
+            l["annotations"]["containerd.io/snapshot/overlaybd/blob-digest"],
+            d
+        );
+        assert_eq!(
+            l["annotations"]["containerd.io/snapshot/overlaybd/blob-size"],
+            l["size"].as_u64().unwrap().to_string()
+        );
+        assert_eq!(
+            l["annotations"]["containerd.io/snapshot/overlaybd/version"],
+            "0.1.0"
+        );
+        assert_eq!(
+            cfg["rootfs"]["diff_ids"][i], d,
+            "diff_ids are the layer digests"
+        );
+        let p = dir.join(format!("layer{i}"));
+        std::fs::write(&p, c.get_blob_bytes(repo, d).unwrap()).unwrap();
+        lowers.push(serde_json::json!({"file": p}));
+    }
+    let cfgp = dir.join("stack.json");
+    std::fs::write(&cfgp, serde_json::json!({"lowers": lowers}).to_string()).unwrap();
+    let raw = dir.join("raw");
+    run_ok(obd().arg("export-raw").arg(&cfgp).arg(&raw));
+    e2fsck_clean(&raw);
+    std::fs::remove_file(&raw).unwrap();
+    lowers.len()
+}
+
+fn manifest_json(c: &Client, repo: &str, r: &str) -> (Value, String) {
+    let m = c.get_manifest(repo, r).unwrap();
+    (serde_json::from_slice(&m.bytes).unwrap(), m.digest)
+}
+
+fn convert_in(kind: RegistryKind) {
+    if !have("e2fsck") {
+        return;
+    }
+    let Some(reg) = TestRegistry::start_or_skip(kind) else {
+        return;
+    };
+    let c = reg.client();
+    let dir = tempfile::tempdir().unwrap();
+    let layout = hello_layout(dir.path());
+    seed(&layout, "amd64", &c, "lib/hello");
+    let repo = reg.reference("lib/hello");
+    let o = conv(&reg, &["-r", &repo, "-i", "amd64", "-o", "amd64-obd"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (m, _) = manifest_json(&c, "lib/hello", "amd64-obd");
+    assert_eq!(check_manifest(&c, "lib/hello", &m, false, dir.path()), 1);
+}
+
+#[test]
+fn plain_registry() {
+    convert_in(RegistryKind::Plain);
+}
+
+#[test]
+fn tls_with_basic_auth() {
+    convert_in(RegistryKind::TlsBasic);
+}
+
+#[test]
+fn mutual_tls() {
+    convert_in(RegistryKind::MutualTls);
+}
+
+#[test]
+fn token_auth() {
+    convert_in(RegistryKind::Token);
+}
+
+#[test]
+fn multi_arch_oci_referrer_and_platform_filter() {
+    if !have("e2fsck") {
+        return;
+    }
+    let Some(reg) = TestRegistry::start_or_skip(RegistryKind::Plain) else {
+        return;
+    };
+    let c = reg.client();
+    let dir = tempfile::tempdir().unwrap();
+    let layout = hello_layout(dir.path());
+    seed(&layout, "multi-arch", &c, "lib/hello");
+    let repo = reg.reference("lib/hello");
+    let o = conv(
+        &reg,
+        &[
+            "-r",
+            &repo,
+            "-i",
+            "multi-arch",
+            "-o",
+            "all-obd",
+            "--referrer",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (idx, _) = manifest_json(&c, "lib/hello", "all-obd");
+    assert_eq!(idx["mediaType"], "application/vnd.oci.image.index.v1+json");
+    assert_eq!(
+        idx["artifactType"],
+        "application/vnd.containerd.overlaybd.native.v1+json"
+    );
+    let src = c.get_manifest("lib/hello", "multi-arch").unwrap();
+    assert_eq!(idx["subject"]["digest"], src.digest.as_str());
+    let entries = idx["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 9);
+    for e in entries {
+        assert!(
+            e["platform"]["architecture"].is_string(),
+            "platform kept: {e}"
+        );
+        let (m, _) = manifest_json(&c, "lib/hello", e["digest"].as_str().unwrap());
+        assert_eq!(
+            m["subject"]["mediaType"],
+            "application/vnd.docker.distribution.manifest.v2+json"
+        );
+        check_manifest(&c, "lib/hello", &m, true, dir.path());
+    }
+    // Distribution 2.8 has no referrers API: the fallback tag lists the converted index.
+    let refs = c.referrers("lib/hello", &src.digest, None).unwrap();
+    assert!(refs.iter().any(|r| r.digest == idx_digest(&c)), "{refs:?}");
+    // --platform keeps only what was asked for.
+    let o = conv(
+        &reg,
+        &[
+            "-r",
+            &repo,
+            "-i",
+            "multi-arch",
+            "-o",
+            "amd-only",
+            "--platform",
+            "linux/amd64,linux/arm64",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (idx, _) = manifest_json(&c, "lib/hello", "amd-only");
+    let archs: Vec<&str> = idx["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(archs.len(), 2, "{archs:?}");
+    assert_eq!(
+        idx["mediaType"],
+        "application/vnd.docker.distribution.manifest.list.v2+json"
+    );
+}
+
+fn idx_digest(c: &Client) -> String {
+    c.get_manifest("lib/hello", "all-obd").unwrap().digest
+}
+
+#[test]
+fn failures_leave_the_tag_untouched() {
+    let Some(reg) = TestRegistry::start_or_skip(RegistryKind::TlsBasic) else {
+        return;
+    };
+    let c = reg.client();
+    let dir = tempfile::tempdir().unwrap();
+    let layout = hello_layout(dir.path());
+    seed(&layout, "amd64", &c, "lib/hello");
+    let repo = reg.reference("lib/hello");
+    // A first good conversion sets the tag.
+    let o = conv(&reg, &["-r", &repo, "-i", "amd64", "-o", "stable"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let before = c.get_manifest("lib/hello", "stable").unwrap().digest;
+
+    // Wrong password: exit 3, no secret in the output.
+    let mut cmd = convertor();
+    let o = cmd
+        .args([
+            "-r",
+            &repo,
+            "-i",
+            "amd64",
+            "-o",
+            "stable",
+            "--oci",
+            "-u",
+            "testuser:wrong-secret-pw",
+            "--root-ca",
+        ])
+        .arg(reg.ca_cert.as_ref().unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("wrong-secret-pw"));
+    // Missing tag: exit 4.
+    let o = conv(&reg, &["-r", &repo, "-i", "nope", "-o", "stable"]);
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // A config whose diff_ids disagree with the layer: exit 5.
+    let src = c.get_manifest("lib/hello", "amd64").unwrap();
+    let mut m: Value = serde_json::from_slice(&src.bytes).unwrap();
+    let mut cfg: Value = serde_json::from_slice(
+        &c.get_blob_bytes("lib/hello", m["config"]["digest"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    cfg["rootfs"]["diff_ids"][0] = Value::String(format!("sha256:{}", "0".repeat(64)));
+    let cb = serde_json::to_vec(&cfg).unwrap();
+    let (cd, _) = c.push_blob_bytes("lib/hello", cb.clone()).unwrap();
+    m["config"]["digest"] = Value::String(cd);
+    m["config"]["size"] = Value::from(cb.len());
+    let mb = serde_json::to_vec(&m).unwrap();
+    c.put_manifest("lib/hello", "bad", &src.media_type, &mb)
+        .unwrap();
+    let o = conv(&reg, &["-r", &repo, "-i", "bad", "-o", "stable"]);
+    assert_eq!(
+        o.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("diff_id"));
+    // Registry gone mid-way: exit 6.
+    let o = convertor()
+        .args([
+            "-r",
+            "127.0.0.1:1/lib/hello",
+            "--plain",
+            "-i",
+            "amd64",
+            "-o",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        c.get_manifest("lib/hello", "stable").unwrap().digest,
+        before,
+        "the tag did not move"
+    );
+}
+
+#[test]
+fn oci_layout_to_oci_layout_with_baselayer() {
+    if !have("e2fsck") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let layout = hello_layout(dir.path());
+    let out = dir.path().join("out");
+    let o = convertor()
+        .arg("-r")
+        .arg(format!("oci:{}", layout.display()))
+        .arg("--target-repository")
+        .arg(format!("oci:{}", out.display()))
+        .args(["-i", "amd64", "-o", "base-obd", "--mkfs", "false", "-d"])
+        .arg(dir.path().join("tmp"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m = layout_manifest(&out, "base-obd");
+    let layers = m["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2, "baselayer + 1");
+    assert_eq!(
+        layers[0]["digest"],
+        "sha256:a8b5fca80efae55088290f3da8110d7742de55c2a378d5ab53226a483f390e21"
+    );
+    let lowers: Vec<Value> = layers
+        .iter()
+        .map(|l| serde_json::json!({"file": blob(&out, l["digest"].as_str().unwrap())}))
+        .collect();
+    let cfgp = dir.path().join("stack.json");
+    std::fs::write(&cfgp, serde_json::json!({"lowers": lowers}).to_string()).unwrap();
+    let raw = dir.path().join("raw");
+    run_ok(obd().arg("export-raw").arg(&cfgp).arg(&raw));
+    e2fsck_clean(&raw);
+    // The source layout was not touched, the work dir is gone.
+    assert!(!dir.path().join("tmp").exists());
+}
