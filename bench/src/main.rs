@@ -2,8 +2,14 @@
 //! single-thread LZ4 block speed and one gunzip+sha256 pass over the same input, all
 //! measured in this run.
 //!
-//! Usage: `cargo run --release -p obd-bench [-- INPUT_FILE [MIB]]`. Without an input file,
-//! the first 256 MiB of the files under /usr/lib (binaries and libraries) are used.
+//! Usage:
+//! * `cargo run --release -p obd-bench [-- INPUT_FILE [MIB]]`: block formats. Without an
+//!   input file, the first 256 MiB of the files under /usr/lib are used.
+//! * `cargo run --release -p obd-bench -- convert LAYOUT TAG`: apply+commit of each layer and
+//!   the whole `convertor` run (from a local registry and from the OCI layout), beside one
+//!   single-threaded decompress+sha256 pass over the same layers.
+
+mod pipeline;
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -61,6 +67,11 @@ fn time<T>(f: impl FnOnce() -> T) -> (T, f64) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("convert") {
+        let (layout, tag) = (args.get(2).expect("LAYOUT"), args.get(3).expect("TAG"));
+        pipeline::run(std::path::Path::new(layout), tag);
+        return;
+    }
     let mib: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(256);
     let data = match args.get(1) {
         Some(p) => {

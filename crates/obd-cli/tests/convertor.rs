@@ -428,3 +428,70 @@ fn oci_layout_to_oci_layout_with_baselayer() {
     // The source layout was not touched, the work dir is gone.
     assert!(!dir.path().join("tmp").exists());
 }
+
+/// Corpus images through a plain registry: every converted manifest's layers, pulled back,
+/// flatten to a clean ext4 whose tree (where loop mounts work) equals the reference unpack.
+#[test]
+fn corpus_through_the_registry() {
+    if !have("e2fsck") {
+        return;
+    }
+    let Some(corpus) = std::env::var_os("OBD_CORPUS").map(PathBuf::from) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "OBD_CORPUS must be set under CI"
+        );
+        return;
+    };
+    let Some(reg) = TestRegistry::start_or_skip(RegistryKind::Plain) else {
+        return;
+    };
+    let c = reg.client();
+    let mut tags = vec!["edge", "edge-zstd", "multiarch"];
+    if std::env::var_os("OBD_CORPUS_NO_DEBIAN").is_none() {
+        tags.extend(["debian", "debian-zstd"]);
+    }
+    for tag in tags {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = format!("corpus/{tag}");
+        seed(&corpus, tag, &c, &repo);
+        for oci in [false, true] {
+            let out = if oci { "obd-oci" } else { "obd" };
+            let mut args = vec![
+                "-r".to_string(),
+                reg.reference(&repo),
+                "-i".into(),
+                tag.into(),
+                "-o".into(),
+                out.into(),
+            ];
+            if oci {
+                args.push("--oci".into());
+            }
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            let o = conv(&reg, &a);
+            assert!(
+                o.status.success(),
+                "{tag}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let (m, _) = manifest_json(&c, &repo, out);
+            let manifests: Vec<Value> = match m["manifests"].as_array() {
+                Some(es) => es
+                    .iter()
+                    .map(|e| manifest_json(&c, &repo, e["digest"].as_str().unwrap()).0)
+                    .collect(),
+                None => vec![m],
+            };
+            for mm in &manifests {
+                let n = check_manifest(&c, &repo, mm, oci, dir.path());
+                assert!(n >= 1);
+            }
+            eprintln!(
+                "{tag} ({}): {} manifest(s) converted and checked",
+                if oci { "oci" } else { "docker" },
+                manifests.len()
+            );
+        }
+    }
+}

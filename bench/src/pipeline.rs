@@ -1,0 +1,280 @@
+//! Conversion benchmarks over an image in an OCI layout: per-layer apply+commit in process,
+//! and the `convertor` binary end to end (registry → registry, and layout → layout), each
+//! beside one single-threaded decompress+sha256 pass over the same compressed layers.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use obd_ext4::{Ext4, MkfsOptions};
+use obd_format::detect;
+use obd_format::lsmt::{self, CommitOptions, RwKind, RwLayer, Stack};
+use obd_format::output::{write_wrapped, Wrapping};
+use obd_format::uuid::Uuid;
+use obd_format::zfile::ZFileOptions;
+use serde_json::Value;
+use sha2::Digest;
+
+fn blob(layout: &Path, d: &str) -> PathBuf {
+    layout
+        .join("blobs/sha256")
+        .join(d.trim_start_matches("sha256:"))
+}
+
+fn manifest(layout: &Path, tag: &str) -> (String, String, Value) {
+    let idx: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let e = idx["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .expect("tag in layout")
+        .clone();
+    let d = e["digest"].as_str().unwrap().to_string();
+    let m = serde_json::from_slice(&std::fs::read(blob(layout, &d)).unwrap()).unwrap();
+    (
+        d,
+        e["mediaType"]
+            .as_str()
+            .unwrap_or("application/vnd.oci.image.manifest.v1+json")
+            .to_string(),
+        m,
+    )
+}
+
+/// One pass: decompress + sha256, single thread.
+fn lower_bound(paths: &[PathBuf]) -> (f64, u64) {
+    let t = Instant::now();
+    let mut total = 0u64;
+    for p in paths {
+        let (_, mut r) = obd_tar::decompress::decompress(File::open(p).unwrap()).unwrap();
+        let mut h = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = r.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            h.update(&buf[..n]);
+        }
+        std::hint::black_box(h.finalize());
+    }
+    (t.elapsed().as_secs_f64(), total)
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn dir_size(p: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => total += dir_size(&e.path()),
+                Ok(m) => total += std::os::unix::fs::MetadataExt::blocks(&m) * 512,
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+/// Runs a command, sampling its peak RSS and the peak disk use of `work`.
+fn measured(mut cmd: Command, work: &Path) -> (f64, u64, u64) {
+    let t = Instant::now();
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let (rss, disk) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (rss, disk, done, work) = (rss.clone(), disk.clone(), done.clone(), work.to_path_buf());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                if let Some(r) = peak_rss_kib(pid) {
+                    rss.fetch_max(r, Ordering::Relaxed);
+                }
+                disk.fetch_max(dir_size(&work), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let st = child.wait().unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    done.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    assert!(st.success(), "{cmd:?} failed");
+    (
+        secs,
+        rss.load(Ordering::Relaxed),
+        disk.load(Ordering::Relaxed),
+    )
+}
+
+pub fn run(layout: &Path, tag: &str) {
+    let (_, mt, m) = manifest(layout, tag);
+    let layers: Vec<PathBuf> = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| blob(layout, l["digest"].as_str().unwrap()))
+        .collect();
+    let compressed: u64 = layers
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    let (t_lb, uncompressed) = lower_bound(&layers);
+    println!(
+        "image {tag}: {} layers, {:.1} MB compressed, {:.1} MB uncompressed",
+        layers.len(),
+        compressed as f64 / 1e6,
+        uncompressed as f64 / 1e6
+    );
+    println!("lower bound (decompress + sha256, 1 thread): {t_lb:.2} s");
+
+    // apply + commit, in process.
+    let tmp = std::env::temp_dir().join(format!("obd-bench-conv-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mut lowers = Vec::new();
+    let mut t_apply = 0.0;
+    let mut out_total = 0;
+    println!(
+        "{:<6} {:>10} {:>10} {:>9} {:>12}",
+        "layer", "tar MB", "out MB", "secs", "MB/s (tar)"
+    );
+    for (i, l) in layers.iter().enumerate() {
+        let t = Instant::now();
+        let (d, x) = (tmp.join(format!("d{i}")), tmp.join(format!("x{i}")));
+        let rw = RwLayer::create(&d, &x, 64 << 30, RwKind::Sparse, Uuid::NULL, Uuid::NULL).unwrap();
+        let stack = Stack::new(lowers.clone(), Some(rw)).unwrap();
+        let mut fs = if i == 0 {
+            Ext4::mkfs(stack, &MkfsOptions::default()).unwrap()
+        } else {
+            Ext4::open(stack).unwrap()
+        };
+        let st = obd_tar::apply_layer(&mut fs, File::open(l).unwrap()).unwrap();
+        fs.flush().unwrap();
+        let up = fs.into_device().into_upper().unwrap();
+        let c = tmp.join(format!("c{i}"));
+        let wrap = Wrapping {
+            zfile: Some(ZFileOptions {
+                threads,
+                ..Default::default()
+            }),
+            tar: true,
+            overwrite_header: true,
+        };
+        let segs = up.index().dump();
+        let data = up.data_view();
+        let opts = CommitOptions {
+            virtual_size: up.virtual_size(),
+            ..Default::default()
+        };
+        write_wrapped(File::create(&c).unwrap(), wrap, |w| {
+            lsmt::commit(&segs, &[&data], &opts, w)
+        })
+        .unwrap();
+        drop(data);
+        drop(up);
+        let _ = std::fs::remove_file(&d);
+        let secs = t.elapsed().as_secs_f64();
+        t_apply += secs;
+        let out = std::fs::metadata(&c).unwrap().len();
+        out_total += out;
+        lowers.push(Arc::new(detect::open_layer(&c).unwrap()));
+        println!(
+            "{i:<6} {:>10.1} {:>10.1} {secs:>9.2} {:>12.0}",
+            st.tar_bytes as f64 / 1e6,
+            out as f64 / 1e6,
+            st.tar_bytes as f64 / 1e6 / secs
+        );
+    }
+    println!(
+        "apply+commit total: {t_apply:.2} s = {:.2}x the lower bound; output {:.1} MB ({:.2}x compressed input); bench peak RSS {} MiB",
+        t_apply / t_lb,
+        out_total as f64 / 1e6,
+        out_total as f64 / compressed as f64,
+        peak_rss_kib(std::process::id()).unwrap_or(0) / 1024
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
+
+    // End to end with the convertor binary.
+    let exe = std::env::current_exe().unwrap();
+    let conv = exe.parent().unwrap().join("convertor");
+    if !conv.exists() {
+        println!("(build the convertor binary with `cargo build --release --bins` for the end-to-end rows)");
+        return;
+    }
+    let work = std::env::temp_dir().join(format!("obd-bench-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let out_layout = work.join("out");
+    let mut c = Command::new(&conv);
+    c.arg("-r")
+        .arg(format!("oci:{}", layout.display()))
+        .arg("--target-repository")
+        .arg(format!("oci:{}", out_layout.display()));
+    c.args(["-i", tag, "-o", "bench-obd", "-d"])
+        .arg(work.join("tmp"))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null());
+    let (secs, rss, disk) = measured(c, &work.join("tmp"));
+    println!(
+        "convertor, OCI layout -> OCI layout: {secs:.2} s = {:.2}x the lower bound; peak RSS {} MiB; peak work-dir disk {:.1} MB",
+        secs / t_lb,
+        rss / 1024,
+        disk as f64 / 1e6
+    );
+    match obd_registry::testutil::TestRegistry::start(obd_registry::testutil::RegistryKind::Plain) {
+        Ok(reg) => {
+            let client = reg.client();
+            // Seed the image.
+            for p in layers.iter().chain(std::iter::once(&blob(
+                layout,
+                m["config"]["digest"].as_str().unwrap(),
+            ))) {
+                client.push_blob_file("bench/src", p).unwrap();
+            }
+            let mbytes = serde_json::to_vec(&m).unwrap();
+            client.put_manifest("bench/src", tag, &mt, &mbytes).unwrap();
+            let mut c = Command::new(&conv);
+            c.args([
+                "-r",
+                &reg.reference("bench/src"),
+                "--plain",
+                "-i",
+                tag,
+                "-o",
+                "bench-obd",
+                "-d",
+            ]);
+            c.arg(work.join("tmp2"))
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::null());
+            let (secs, rss, disk) = measured(c, &work.join("tmp2"));
+            println!(
+                "convertor, local registry -> registry: {secs:.2} s = {:.2}x the lower bound; peak RSS {} MiB; peak work-dir disk {:.1} MB",
+                secs / t_lb,
+                rss / 1024,
+                disk as f64 / 1e6
+            );
+        }
+        Err(e) => println!("(no local registry: {e})"),
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}
