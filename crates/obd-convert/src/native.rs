@@ -188,6 +188,39 @@ fn prefetch(
     outs
 }
 
+/// A layer being committed in the background: its index, the thread, its writable data file.
+type CommitJob = (
+    usize,
+    std::thread::JoinHandle<Result<(PathBuf, String, u64)>>,
+    PathBuf,
+);
+
+/// Waits for the oldest background commit, swaps its writable view in `lowers` for the
+/// committed file, removes the writable data, and queues the upload.
+fn finish_commit(
+    pending: &mut Vec<CommitJob>,
+    lowers: &mut [Arc<LsmtRo>],
+    base: usize,
+    uploader: &Uploader,
+    out_layers: &mut Vec<Value>,
+    out_diff_ids: &mut Vec<String>,
+    opts: &NativeOptions,
+) -> Result<()> {
+    let (i, job, wd) = pending.remove(0);
+    let (commit, d, size) = job
+        .join()
+        .map_err(|_| ConvertError::Store(format!("the commit of layer {i} panicked")))??;
+    lowers[base + i] = Arc::new(detect::open_layer(&commit)?);
+    if !opts.reserve {
+        let _ = std::fs::remove_file(&wd);
+    }
+    tracing::info!("layer {i} committed: {size} bytes, {d}");
+    uploader.send(commit, d.clone(), size);
+    out_layers.push(image::native_layer(&d, size, opts.flavor));
+    out_diff_ids.push(d);
+    Ok(())
+}
+
 /// Converts the manifest `desc` of `src`, pushing results to `dst`. Returns the descriptor
 /// of the new manifest (pushed by digest; tagging is the caller's job).
 pub fn convert_manifest(
@@ -286,6 +319,8 @@ pub fn convert_manifest(
         uploader.send(p.clone(), d.clone(), *s);
     }
 
+    let base_lowers = lowers.len();
+    let mut pending: Vec<CommitJob> = Vec::new();
     let mut out_layers: Vec<Value> = Vec::new();
     let mut out_diff_ids: Vec<String> = Vec::new();
     if let Some((_, d, s)) = &base_blob {
@@ -355,50 +390,88 @@ pub fn convert_manifest(
             },
             user_tag: Vec::new(),
         };
-        let commit = ldir.join("overlaybd.commit");
-        let out = File::create(&commit)
-            .map_err(|e| ConvertError::io(format!("creating {}", commit.display()), e))?;
-        let wrap = Wrapping {
-            zfile: Some(opts.zfile),
-            tar: true,
-            overwrite_header: true,
-        };
+        // The next layer stacks on this one's writable data while it is committed in the
+        // background (decompression of the next layer and compression of this one overlap).
         let segs = upper.index().dump();
-        let data = upper.data_view();
-        write_wrapped(out, wrap, |w| lsmt::commit(&segs, &[&data], &copts, w))?;
-        drop(data);
-        drop(upper);
-        if !opts.reserve {
-            let _ = std::fs::remove_file(&wd);
-            let _ = std::fs::remove_file(&wi);
-            if remote {
-                let _ = std::fs::remove_file(work.join(format!("{i:04}.blob")));
+        let src_file = obd_format::io::FileSource::open(&wd)
+            .map_err(|e| ConvertError::io(format!("opening {}", wd.display()), e))?;
+        let view = LsmtRo::from_index(Arc::new(src_file), segs.clone(), upper.virtual_size())?;
+        lowers.push(Arc::new(view));
+        let commit = ldir.join("overlaybd.commit");
+        let uuid_str = copts.uuid.map(|u| u.to_string()).unwrap_or_default();
+        let zopts = opts.zfile;
+        let (reserve, wi2) = (opts.reserve, wi.clone());
+        let job = std::thread::spawn(move || -> Result<(PathBuf, String, u64)> {
+            let out = File::create(&commit)
+                .map_err(|e| ConvertError::io(format!("creating {}", commit.display()), e))?;
+            let wrap = Wrapping {
+                zfile: Some(zopts),
+                tar: true,
+                overwrite_header: true,
+            };
+            let data = upper.data_view();
+            write_wrapped(out, wrap, |w| lsmt::commit(&segs, &[&data], &copts, w))?;
+            drop(data);
+            drop(upper);
+            let (d, size) = sha256_file(&commit)
+                .map_err(|e| ConvertError::io("hashing the committed layer", e))?;
+            if !reserve {
+                let _ = std::fs::remove_file(&wi2);
             }
+            Ok((commit, d, size))
+        });
+        if !opts.reserve && remote {
+            let _ = std::fs::remove_file(work.join(format!("{i:04}.blob")));
         }
-        let (odigest, osize) =
-            sha256_file(&commit).map_err(|e| ConvertError::io("hashing the committed layer", e))?;
-        tracing::info!(
-            "layer {i} converted: {} entries, {} -> {osize} bytes, uuid {}",
-            stats.entries,
-            stats.tar_bytes,
-            copts.uuid.unwrap()
-        );
-        lowers.push(Arc::new(detect::open_layer(&commit)?));
-        uploader.send(commit, odigest.clone(), osize);
-        out_layers.push(image::native_layer(&odigest, osize, opts.flavor));
-        out_diff_ids.push(odigest.clone());
+        pending.push((i, job, wd.clone()));
+        // Keep at most one commit in flight: collect the older ones in order.
+        while pending.len() > 1 {
+            finish_commit(
+                &mut pending,
+                &mut lowers,
+                base_lowers,
+                &uploader,
+                &mut out_layers,
+                &mut out_diff_ids,
+                opts,
+            )?;
+        }
         report.layers.push(LayerReport {
             index: i,
             source_digest: ldigest.clone(),
             source_size: *lsize,
             diff_id: stats.diff_id.clone(),
-            output_digest: odigest,
-            output_size: osize,
-            uuid: copts.uuid.unwrap().to_string(),
+            output_digest: String::new(),
+            output_size: 0,
+            uuid: uuid_str,
             entries: stats.entries,
             tar_bytes: stats.tar_bytes,
             apply_commit_seconds: t.elapsed().as_secs_f64(),
         });
+        tracing::info!(
+            "layer {i} applied: {} entries, {} tar bytes",
+            stats.entries,
+            stats.tar_bytes
+        );
+    }
+    while !pending.is_empty() {
+        finish_commit(
+            &mut pending,
+            &mut lowers,
+            base_lowers,
+            &uploader,
+            &mut out_layers,
+            &mut out_diff_ids,
+            opts,
+        )?;
+    }
+    for (r, l) in report
+        .layers
+        .iter_mut()
+        .zip(out_layers.iter().skip(base_lowers))
+    {
+        r.output_digest = l["digest"].as_str().unwrap_or_default().to_string();
+        r.output_size = l["size"].as_u64().unwrap_or(0);
     }
     uploader.finish()?;
 

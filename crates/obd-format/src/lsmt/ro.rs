@@ -32,6 +32,41 @@ impl LsmtRo {
         Self::open_inner(source, None)
     }
 
+    /// A read-only view of data not (yet) committed: `index` (sorted, non-overlapping, tags
+    /// ignored) maps into `source` at `moffset * 512`. Used to stack a finished writable
+    /// layer under the next one while it is being committed.
+    pub fn from_index(
+        source: Arc<dyn ReadAt>,
+        mut index: Vec<Segment>,
+        virtual_size: u64,
+    ) -> Result<Self> {
+        for s in &mut index {
+            s.tag = 0;
+        }
+        index::validate(
+            &index,
+            0,
+            source.size().div_ceil(SECTOR),
+            virtual_size.div_ceil(SECTOR),
+        )?;
+        let header = HeaderTrailer::new(
+            super::header::FLAG_HEADER | super::header::FLAG_DATA,
+            virtual_size,
+        );
+        let trailer = HeaderTrailer {
+            flags: super::header::FLAG_DATA | super::header::FLAG_SEALED,
+            ..header.clone()
+        };
+        Ok(LsmtRo {
+            source,
+            header,
+            raw_entries: index.len() as u64,
+            trailer,
+            index,
+            target: None,
+        })
+    }
+
     /// Opens a TurboOCI warp layer: tags are kept (normalised so the smallest is 0) and
     /// entries with tag 1 read from `target` at `moffset * 512`.
     pub fn open_warp(source: Arc<dyn ReadAt>, target: Arc<dyn ReadAt>) -> Result<Self> {
