@@ -495,3 +495,62 @@ fn corpus_through_the_registry() {
         }
     }
 }
+
+/// SIGINT and SIGTERM during a conversion: exit 130 within a second, the work directory is
+/// removed and the target tag is not written.
+#[test]
+fn interruption_cleans_up_and_leaves_no_tag() {
+    let Some(corpus) = std::env::var_os("OBD_CORPUS").map(PathBuf::from) else {
+        return;
+    };
+    let tag = if std::env::var_os("OBD_CORPUS_NO_DEBIAN").is_some() {
+        "edge"
+    } else {
+        "debian"
+    };
+    for sig in ["INT", "TERM"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, tmp) = (dir.path().join("out"), dir.path().join("tmp"));
+        let mut child = convertor()
+            .arg("-r")
+            .arg(format!("oci:{}", corpus.display()))
+            .arg("--target-repository")
+            .arg(format!("oci:{}", out.display()))
+            .args(["-i", tag, "-o", "interrupted", "-d"])
+            .arg(&tmp)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait until the work directory exists, i.e. the conversion is under way.
+        for _ in 0..200 {
+            if tmp.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        run_ok(
+            std::process::Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(child.id().to_string()),
+        );
+        let t = std::time::Instant::now();
+        let st = child.wait().unwrap();
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(1),
+            "took {:?} to stop",
+            t.elapsed()
+        );
+        if st.success() {
+            eprintln!("the conversion finished before SIG{sig}; nothing to check");
+            continue;
+        }
+        assert_eq!(st.code(), Some(130), "SIG{sig}");
+        assert!(
+            !tmp.join(format!("obdconv-{}", child.id())).exists(),
+            "work dir left behind"
+        );
+        let idx = std::fs::read_to_string(out.join("index.json")).unwrap_or_default();
+        assert!(!idx.contains("interrupted"), "the tag was written: {idx}");
+    }
+}
