@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use obd_format::io::WriteAt;
-use obd_format::lsmt::{self, CommitOptions, RwKind, RwLayer};
-use obd_format::output::{write_wrapped, Wrapping};
+use obd_format::lsmt::{CommitOptions, RwKind, RwLayer};
+use obd_format::output::Wrapping;
 use obd_format::uuid::Uuid;
 use obd_format::zfile::{Algorithm, ZFileOptions, ZFileReader, ZFileWriter};
 use sha2::Digest;
@@ -223,17 +223,13 @@ fn main() {
     ] {
         let out = tmp.join("commit");
         let _ = std::fs::remove_file(&out);
-        let segs = l.index().dump();
-        let src = l.data_view();
         let opts = CommitOptions {
             virtual_size: vsize,
             ..Default::default()
         };
         let (_, t) = time(|| {
-            write_wrapped(File::create(&out).unwrap(), wrap, |w| {
-                lsmt::commit(&segs, &[&src], &opts, w)
-            })
-            .unwrap()
+            l.commit_to(&opts, wrap, File::create(&out).unwrap())
+                .unwrap()
         });
         let sz = std::fs::metadata(&out).unwrap().len();
         row(&format!("{name} ({:.0} MB out)", sz as f64 / 1e6), t);

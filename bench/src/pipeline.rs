@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use obd_ext4::{Ext4, MkfsOptions};
 use obd_format::detect;
-use obd_format::lsmt::{self, CommitOptions, RwKind, RwLayer, Stack};
-use obd_format::output::{write_wrapped, Wrapping};
+use obd_format::lsmt::{CommitOptions, RwKind, RwLayer, Stack};
+use obd_format::output::Wrapping;
 use obd_format::uuid::Uuid;
 use obd_format::zfile::ZFileOptions;
 use serde_json::Value;
@@ -179,17 +179,12 @@ pub fn run(layout: &Path, tag: &str) {
             tar: true,
             overwrite_header: true,
         };
-        let segs = up.index().dump();
-        let data = up.data_view();
         let opts = CommitOptions {
             virtual_size: up.virtual_size(),
             ..Default::default()
         };
-        write_wrapped(File::create(&c).unwrap(), wrap, |w| {
-            lsmt::commit(&segs, &[&data], &opts, w)
-        })
-        .unwrap();
-        drop(data);
+        up.commit_to(&opts, wrap, File::create(&c).unwrap())
+            .unwrap();
         drop(up);
         let _ = std::fs::remove_file(&d);
         let secs = t.elapsed().as_secs_f64();

@@ -15,8 +15,8 @@ use std::time::Instant;
 
 use obd_ext4::{Ext4, MkfsOptions};
 use obd_format::detect;
-use obd_format::lsmt::{self, CommitOptions, LsmtRo, RwKind, RwLayer, Stack};
-use obd_format::output::{write_wrapped, Wrapping};
+use obd_format::lsmt::{CommitOptions, LsmtRo, RwKind, RwLayer, Stack};
+use obd_format::output::Wrapping;
 use obd_format::uuid::Uuid;
 use obd_format::zfile::ZFileOptions;
 use serde::Serialize;
@@ -395,7 +395,7 @@ pub fn convert_manifest(
         let segs = upper.index().dump();
         let src_file = obd_format::io::FileSource::open(&wd)
             .map_err(|e| ConvertError::io(format!("opening {}", wd.display()), e))?;
-        let view = LsmtRo::from_index(Arc::new(src_file), segs.clone(), upper.virtual_size())?;
+        let view = LsmtRo::from_index(Arc::new(src_file), segs, upper.virtual_size())?;
         lowers.push(Arc::new(view));
         let commit = ldir.join("overlaybd.commit");
         let uuid_str = copts.uuid.map(|u| u.to_string()).unwrap_or_default();
@@ -409,9 +409,7 @@ pub fn convert_manifest(
                 tar: true,
                 overwrite_header: true,
             };
-            let data = upper.data_view();
-            write_wrapped(out, wrap, |w| lsmt::commit(&segs, &[&data], &copts, w))?;
-            drop(data);
+            upper.commit_to(&copts, wrap, out)?;
             drop(upper);
             let (d, size) = sha256_file(&commit)
                 .map_err(|e| ConvertError::io("hashing the committed layer", e))?;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use obd_format::io::WriteAt;
 use obd_format::lsmt::header::{HeaderTrailer, FLAG_DATA, FLAG_SEALED, HT_SPACE};
-use obd_format::lsmt::{self, CommitOptions, LsmtRo, RwKind, RwLayer, Segment};
-use obd_format::output::{write_wrapped, Wrapping};
+use obd_format::lsmt::{CommitOptions, LsmtRo, RwKind, RwLayer, Segment};
+use obd_format::output::Wrapping;
 use obd_format::uuid::Uuid;
 use obd_format::zfile::{ZFileOptions, ZFileReader};
 use obd_format::{detect, FormatError, ReadAt};
@@ -23,16 +23,11 @@ fn make_layer(dir: &Path, wrap: Wrapping) -> Vec<u8> {
     l.write_at(&data, 8192).unwrap();
     l.discard(65536, 4096).unwrap();
     let c = dir.join("c");
-    let segs = l.index().dump();
-    let src = l.data_view();
     let opts = CommitOptions {
         virtual_size: 1 << 20,
         ..Default::default()
     };
-    write_wrapped(File::create(&c).unwrap(), wrap, |o| {
-        lsmt::commit(&segs, &[&src], &opts, o)
-    })
-    .unwrap();
+    l.commit_to(&opts, wrap, File::create(&c).unwrap()).unwrap();
     std::fs::read(&c).unwrap()
 }
 

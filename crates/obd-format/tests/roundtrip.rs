@@ -157,16 +157,12 @@ fn commit_to(l: &RwLayer, out: &Path, w: Wrap) {
         tar: w.t,
         overwrite_header: true,
     };
-    let segs = l.index().dump();
-    let data = l.data_view();
     let opts = CommitOptions {
         virtual_size: l.virtual_size(),
         ..Default::default()
     };
-    write_wrapped(File::create(out).unwrap(), wrap, |o| {
-        lsmt::commit(&segs, &[&data], &opts, o)
-    })
-    .unwrap();
+    l.commit_to(&opts, wrap, File::create(out).unwrap())
+        .unwrap();
 }
 
 fn expected(models: &[LayerModel]) -> Vec<u8> {
@@ -315,8 +311,6 @@ fn commit_is_deterministic_whatever_the_threads() {
             tar: true,
             overwrite_header: true,
         };
-        let segs = l.index().dump();
-        let data = l.data_view();
         let opts = CommitOptions {
             virtual_size: VSIZE,
             uuid: Uuid::from_chain_id(
@@ -324,10 +318,7 @@ fn commit_is_deterministic_whatever_the_threads() {
             ),
             ..Default::default()
         };
-        write_wrapped(File::create(&p).unwrap(), wrap, |o| {
-            lsmt::commit(&segs, &[&data], &opts, o)
-        })
-        .unwrap();
+        l.commit_to(&opts, wrap, File::create(&p).unwrap()).unwrap();
         outs.push(std::fs::read(&p).unwrap());
     }
     assert!(outs[0] == outs[1] && outs[1] == outs[2]);

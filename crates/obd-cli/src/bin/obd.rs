@@ -237,10 +237,8 @@ fn run(cmd: Cmd) -> Result<()> {
                 tar,
                 overwrite_header: true,
             };
-            let segs = layer.index().dump();
-            let data = layer.data_view();
             let out = create_out(&commit_file, force)?;
-            let (stats, _) = write_wrapped(out, wrap, |w| lsmt::commit(&segs, &[&data], &opts, w))?;
+            let (stats, _) = layer.commit_to(&opts, wrap, out)?;
             tracing::info!(
                 data_bytes = stats.data_bytes,
                 entries = stats.valid_entries,

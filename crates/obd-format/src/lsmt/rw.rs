@@ -282,6 +282,19 @@ impl RwLayer {
         RwData(&self.data, self.data_end.max(HT_SPACE))
     }
 
+    /// Compacts this layer into a committed layer written to `out`, wrapped as asked (the
+    /// `overlaybd-commit` operation).
+    pub fn commit_to(
+        &self,
+        opts: &super::CommitOptions,
+        wrap: crate::output::Wrapping,
+        out: File,
+    ) -> Result<(super::commit::CommitStats, Option<crate::zfile::ZFileInfo>)> {
+        let segs = self.index0.dump();
+        let data = self.data_view();
+        crate::output::write_wrapped(out, wrap, |w| super::commit(&segs, &[&data], opts, w))
+    }
+
     /// Rewrites `virtual_size` in the headers (upstream does this when stacking an upper of
     /// vsize 0 onto lowers).
     pub fn update_vsize(&mut self, vsize: u64) -> Result<()> {
