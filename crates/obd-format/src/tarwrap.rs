@@ -85,6 +85,9 @@ pub fn header_blocks(size: u64) -> [u8; 3 * BLOCK] {
 pub struct TarWrapWriter<W: Write + Seek> {
     inner: W,
     len: u64,
+    /// Current position relative to the payload start (tracked here: asking a buffered
+    /// writer for its position would flush it on every write).
+    pos: u64,
 }
 
 impl<W: Write + Seek> TarWrapWriter<W> {
@@ -93,7 +96,11 @@ impl<W: Write + Seek> TarWrapWriter<W> {
         inner
             .write_all(&[0u8; PAYLOAD_OFFSET as usize])
             .map_err(|e| FormatError::io("writing the tar header placeholder", e))?;
-        Ok(TarWrapWriter { inner, len: 0 })
+        Ok(TarWrapWriter {
+            inner,
+            len: 0,
+            pos: 0,
+        })
     }
 
     /// Writes the final headers and the end-of-archive blocks.
@@ -116,8 +123,8 @@ impl<W: Write + Seek> TarWrapWriter<W> {
 impl<W: Write + Seek> Write for TarWrapWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        let pos = self.inner.stream_position()? - PAYLOAD_OFFSET;
-        self.len = self.len.max(pos);
+        self.pos += n as u64;
+        self.len = self.len.max(self.pos);
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -127,20 +134,17 @@ impl<W: Write + Seek> Write for TarWrapWriter<W> {
 
 impl<W: Write + Seek> Seek for TarWrapWriter<W> {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        let p = match pos {
-            SeekFrom::Start(x) => self.inner.seek(SeekFrom::Start(PAYLOAD_OFFSET + x))?,
-            SeekFrom::Current(d) => self.inner.seek(SeekFrom::Current(d))?,
-            SeekFrom::End(d) => self.inner.seek(SeekFrom::Start(
-                (PAYLOAD_OFFSET + self.len).saturating_add_signed(d),
-            ))?,
+        let target = match pos {
+            SeekFrom::Start(x) => Some(x),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
         };
-        if p < PAYLOAD_OFFSET {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "seek before the payload",
-            ));
-        }
-        Ok(p - PAYLOAD_OFFSET)
+        let t = target.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "seek before the payload")
+        })?;
+        self.inner.seek(SeekFrom::Start(PAYLOAD_OFFSET + t))?;
+        self.pos = t;
+        Ok(t)
     }
 }
 
