@@ -365,6 +365,26 @@ fn failures_leave_the_tag_untouched() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("diff_id"));
+    // A layer blob whose bytes no longer match its digest (same length): exit 5.
+    let ld = m["layers"][0]["digest"].as_str().unwrap().to_string();
+    let hex = ld.strip_prefix("sha256:").unwrap();
+    let data = reg
+        .dir
+        .join("data/docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data");
+    let mut b = std::fs::read(&data).unwrap();
+    let last = b.len() - 1;
+    b[last] ^= 0xff;
+    std::fs::write(&data, &b).unwrap();
+    let o = conv(&reg, &["-r", &repo, "-i", "amd64", "-o", "stable"]);
+    assert_eq!(
+        o.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     // Registry gone mid-way: exit 6.
     let o = convertor()
         .args([

@@ -8,6 +8,7 @@
 //! changed) and the manifest are pushed; the tag is set by the caller's request last.
 
 use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -147,42 +148,121 @@ impl Drop for Uploader {
     }
 }
 
-/// Starts background downloads of the layers into `dir` (for remote stores). Returns one
-/// receiver per layer that yields the downloaded path.
+/// Progress of one background download, shared with the reader that tails it.
+#[derive(Default)]
+struct DlState {
+    /// Bytes written to the file so far.
+    written: u64,
+    /// `Some` once the download ended (successfully, or with the error message).
+    done: Option<std::result::Result<(), (std::io::ErrorKind, String)>>,
+}
+
+type Download = Arc<(std::sync::Mutex<DlState>, std::sync::Condvar)>;
+
+/// Reads a layer file while it is being downloaded: blocks until more bytes arrive, ends
+/// when the download has ended, and fails if the download failed (e.g. a digest mismatch).
+struct TailReader {
+    path: PathBuf,
+    file: Option<File>,
+    pos: u64,
+    dl: Download,
+}
+
+impl std::io::Read for TailReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let (lock, cv) = &*self.dl;
+        let avail = {
+            let mut st = lock.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                if st.written > self.pos {
+                    break st.written - self.pos;
+                }
+                match &st.done {
+                    Some(Ok(())) => return Ok(0),
+                    Some(Err((k, m))) => return Err(std::io::Error::new(*k, m.clone())),
+                    None => st = cv.wait(st).unwrap_or_else(|p| p.into_inner()),
+                }
+            }
+        };
+        if self.file.is_none() {
+            self.file = Some(File::open(&self.path)?);
+        }
+        let n = (buf.len() as u64).min(avail) as usize;
+        let k = std::os::unix::fs::FileExt::read_at(
+            self.file.as_ref().unwrap(),
+            &mut buf[..n],
+            self.pos,
+        )?;
+        self.pos += k as u64;
+        Ok(k)
+    }
+}
+
+/// Starts background downloads of the layers into `dir` (for remote stores), at most
+/// `concurrency` at once, in layer order. Each layer can be read (tailed) while it arrives.
 fn prefetch(
     src: Arc<dyn Store>,
     layers: &[(String, u64)],
     dir: &Path,
     concurrency: usize,
-) -> Vec<mpsc::Receiver<Result<PathBuf>>> {
-    let (jobs_tx, jobs_rx) =
-        mpsc::channel::<(usize, String, PathBuf, mpsc::Sender<Result<PathBuf>>)>();
-    let jobs_rx = Arc::new(std::sync::Mutex::new(jobs_rx));
-    let mut outs = Vec::new();
-    for (i, (d, _)) in layers.iter().enumerate() {
-        let (tx, rx) = mpsc::channel();
-        let _ = jobs_tx.send((i, d.clone(), dir.join(format!("{i:04}.blob")), tx));
-        outs.push(rx);
-    }
-    drop(jobs_tx);
+) -> Vec<(PathBuf, Download)> {
+    let jobs: Vec<(usize, String, PathBuf, Download)> = layers
+        .iter()
+        .enumerate()
+        .map(|(i, (d, _))| {
+            (
+                i,
+                d.clone(),
+                dir.join(format!("{i:04}.blob")),
+                Download::default(),
+            )
+        })
+        .collect();
+    let outs = jobs
+        .iter()
+        .map(|(_, _, p, dl)| (p.clone(), dl.clone()))
+        .collect();
+    let queue = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(
+        jobs,
+    )));
     for _ in 0..concurrency.max(1).min(layers.len().max(1)) {
-        let (src, jobs) = (src.clone(), jobs_rx.clone());
+        let (src, queue) = (src.clone(), queue.clone());
         std::thread::spawn(move || loop {
-            let job = jobs.lock().unwrap_or_else(|p| p.into_inner()).recv();
-            let Ok((i, d, path, tx)) = job else { break };
-            let r = (|| -> Result<PathBuf> {
-                let mut rd = src.fetch_blob(&d)?;
-                let mut f = File::create(&path)
-                    .map_err(|e| ConvertError::io(format!("creating {}", path.display()), e))?;
-                std::io::copy(&mut rd, &mut f)
-                    .map_err(|e| ConvertError::io(format!("downloading layer {i} ({d})"), e))?;
-                tracing::info!("downloaded layer {i}");
-                Ok(path)
-            })();
-            if tx.send(r).is_err() {
-                // The conversion stopped; nobody waits for more.
+            let Some((i, d, path, dl)) =
+                queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+            else {
                 break;
+            };
+            let (lock, cv) = &*dl;
+            let r = (|| -> std::io::Result<()> {
+                let mut rd = src.fetch_blob(&d).map_err(|e| {
+                    let kind = match e {
+                        ConvertError::NotFound(_) => std::io::ErrorKind::NotFound,
+                        ConvertError::Auth(_) => std::io::ErrorKind::PermissionDenied,
+                        ConvertError::BadInput(_) => std::io::ErrorKind::InvalidData,
+                        _ => std::io::ErrorKind::Other,
+                    };
+                    std::io::Error::new(kind, e.to_string())
+                })?;
+                let mut f = File::create(&path)?;
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = rd.read(&mut buf)?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    std::io::Write::write_all(&mut f, &buf[..n])?;
+                    lock.lock().unwrap_or_else(|p| p.into_inner()).written += n as u64;
+                    cv.notify_all();
+                }
+            })();
+            match &r {
+                Ok(()) => tracing::info!("downloaded layer {i}"),
+                Err(e) => tracing::warn!("download of layer {i} ({d}) failed: {e}"),
             }
+            lock.lock().unwrap_or_else(|p| p.into_inner()).done =
+                Some(r.map_err(|e| (e.kind(), e.to_string())));
+            cv.notify_all();
         });
     }
     outs
@@ -352,21 +432,30 @@ pub fn convert_manifest(
             Ext4::open(stack)?
         };
         let input: Box<dyn std::io::Read + Send> = match &downloads {
-            Some(rx) => {
-                let path = rx[i]
-                    .recv()
-                    .map_err(|_| ConvertError::Store(format!("download of layer {i} stopped")))??;
-                Box::new(
-                    File::open(&path)
-                        .map_err(|e| ConvertError::io(format!("opening {}", path.display()), e))?,
-                )
-            }
+            Some(dls) => Box::new(TailReader {
+                path: dls[i].0.clone(),
+                file: None,
+                pos: 0,
+                dl: dls[i].1.clone(),
+            }),
             None => src.fetch_blob(ldigest)?,
         };
         let stats = obd_tar::apply_layer(&mut fs, input).map_err(|e| match e {
-            obd_tar::ApplyError::Io(ioe) if ioe.kind() == std::io::ErrorKind::InvalidData => {
-                ConvertError::BadInput(format!("layer {i} ({ldigest}): {ioe}"))
-            }
+            obd_tar::ApplyError::Io(ioe) => match ioe.kind() {
+                // Corrupt compressed data (flate2/zstd report InvalidInput) or a digest mismatch.
+                std::io::ErrorKind::InvalidData
+                | std::io::ErrorKind::InvalidInput
+                | std::io::ErrorKind::UnexpectedEof => {
+                    ConvertError::BadInput(format!("layer {i} ({ldigest}): {ioe}"))
+                }
+                std::io::ErrorKind::NotFound => {
+                    ConvertError::NotFound(format!("layer {i} ({ldigest}): {ioe}"))
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    ConvertError::Auth(format!("layer {i} ({ldigest}): {ioe}"))
+                }
+                _ => ConvertError::io(format!("layer {i} ({ldigest})"), ioe),
+            },
             other => ConvertError::from(other),
         })?;
         if stats.diff_id != diff_ids[i] {
