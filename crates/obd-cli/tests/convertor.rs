@@ -574,3 +574,59 @@ fn interruption_cleans_up_and_leaves_no_tag() {
         assert!(!idx.contains("interrupted"), "the tag was written: {idx}");
     }
 }
+
+/// `--no-upload` pushes nothing and tags nothing (upstream still pushes indexes);
+/// `--dump-manifest --reserve` leaves the manifest and config JSON in the work dir.
+#[test]
+fn no_upload_pushes_nothing_and_dump_manifest_keeps_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = hello_layout(dir.path());
+    let out = dir.path().join("out");
+    let tmp = dir.path().join("tmp");
+    let o = convertor()
+        .arg("-r")
+        .arg(format!("oci:{}", layout.display()))
+        .arg("--target-repository")
+        .arg(format!("oci:{}", out.display()))
+        .args([
+            "-i",
+            "multi-arch",
+            "-o",
+            "x",
+            "--no-upload",
+            "--dump-manifest",
+            "--reserve",
+            "-d",
+        ])
+        .arg(&tmp)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let idx = std::fs::read_to_string(out.join("index.json")).unwrap();
+    assert!(!idx.contains("\"x\""), "tagged despite --no-upload: {idx}");
+    assert_eq!(
+        std::fs::read_dir(out.join("blobs/sha256")).unwrap().count(),
+        0,
+        "blobs pushed"
+    );
+    let dumped: Vec<_> = walk(&tmp)
+        .into_iter()
+        .filter(|p| p.ends_with("manifest.json"))
+        .collect();
+    assert_eq!(dumped.len(), 9, "one manifest.json per platform");
+}
+
+fn walk(p: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            let q = e.path();
+            if q.is_dir() {
+                out.extend(walk(&q));
+            } else {
+                out.push(q);
+            }
+        }
+    }
+    out
+}
