@@ -191,11 +191,7 @@ impl Ctx<'_> {
                 s.spawn(|| loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let Some(e) = keep.get(i) else { break };
-                    let d = Desc {
-                        media_type: e["mediaType"].as_str().unwrap_or_default().to_string(),
-                        digest: e["digest"].as_str().unwrap_or_default().to_string(),
-                        size: e["size"].as_u64().unwrap_or(0),
-                    };
+                    let d = Desc::from_json(e);
                     let r = self.process(&d, image::platform_string(e));
                     *results[i].lock().unwrap() = Some(r);
                 });

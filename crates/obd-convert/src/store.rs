@@ -24,6 +24,15 @@ pub struct Desc {
 }
 
 impl Desc {
+    /// Reads the three fields of a JSON descriptor (missing ones become empty / 0).
+    pub fn from_json(v: &Value) -> Desc {
+        Desc {
+            media_type: v["mediaType"].as_str().unwrap_or_default().to_string(),
+            digest: v["digest"].as_str().unwrap_or_default().to_string(),
+            size: v["size"].as_u64().unwrap_or(0),
+        }
+    }
+
     pub fn to_json(&self) -> Value {
         json!({"mediaType": self.media_type, "digest": self.digest, "size": self.size})
     }
@@ -176,11 +185,7 @@ impl Store for OciLayout {
             }
         });
         let desc = match found {
-            Some(m) => Desc {
-                media_type: m["mediaType"].as_str().unwrap_or_default().to_string(),
-                digest: m["digest"].as_str().unwrap_or_default().to_string(),
-                size: m["size"].as_u64().unwrap_or(0),
-            },
+            Some(m) => Desc::from_json(m),
             None if reference.starts_with("sha256:") => {
                 let p = self.blob_path(reference)?;
                 let b = std::fs::read(&p).map_err(|_| {
