@@ -275,9 +275,12 @@ type CommitJob = (
     PathBuf,
 );
 
-/// Waits for the oldest background commit, swaps its writable view in `lowers` for the
-/// committed file, removes the writable data, and queues the upload.
-fn finish_commit(
+/// Waits for background commits, oldest first, until at most `keep` are in flight: each
+/// finished layer's writable view in `lowers` is swapped for the committed file, its
+/// writable data removed, and its upload queued.
+#[allow(clippy::too_many_arguments)]
+fn finish_commits(
+    keep: usize,
     pending: &mut Vec<CommitJob>,
     lowers: &mut [Arc<LsmtRo>],
     base: usize,
@@ -286,18 +289,20 @@ fn finish_commit(
     out_diff_ids: &mut Vec<String>,
     opts: &NativeOptions,
 ) -> Result<()> {
-    let (i, job, wd) = pending.remove(0);
-    let (commit, d, size) = job
-        .join()
-        .map_err(|_| ConvertError::Store(format!("the commit of layer {i} panicked")))??;
-    lowers[base + i] = Arc::new(detect::open_layer(&commit)?);
-    if !opts.reserve {
-        let _ = std::fs::remove_file(&wd);
+    while pending.len() > keep {
+        let (i, job, wd) = pending.remove(0);
+        let (commit, d, size) = job
+            .join()
+            .map_err(|_| ConvertError::Store(format!("the commit of layer {i} panicked")))??;
+        lowers[base + i] = Arc::new(detect::open_layer(&commit)?);
+        if !opts.reserve {
+            let _ = std::fs::remove_file(&wd);
+        }
+        tracing::info!("layer {i} committed: {size} bytes, {d}");
+        uploader.send(commit, d.clone(), size);
+        out_layers.push(image::native_layer(&d, size, opts.flavor));
+        out_diff_ids.push(d);
     }
-    tracing::info!("layer {i} committed: {size} bytes, {d}");
-    uploader.send(commit, d.clone(), size);
-    out_layers.push(image::native_layer(&d, size, opts.flavor));
-    out_diff_ids.push(d);
     Ok(())
 }
 
@@ -512,17 +517,16 @@ pub fn convert_manifest(
         }
         pending.push((i, job, wd.clone()));
         // Keep at most one commit in flight: collect the older ones in order.
-        while pending.len() > 1 {
-            finish_commit(
-                &mut pending,
-                &mut lowers,
-                base_lowers,
-                &uploader,
-                &mut out_layers,
-                &mut out_diff_ids,
-                opts,
-            )?;
-        }
+        finish_commits(
+            1,
+            &mut pending,
+            &mut lowers,
+            base_lowers,
+            &uploader,
+            &mut out_layers,
+            &mut out_diff_ids,
+            opts,
+        )?;
         report.layers.push(LayerReport {
             index: i,
             source_digest: ldigest.clone(),
@@ -541,17 +545,16 @@ pub fn convert_manifest(
             stats.tar_bytes
         );
     }
-    while !pending.is_empty() {
-        finish_commit(
-            &mut pending,
-            &mut lowers,
-            base_lowers,
-            &uploader,
-            &mut out_layers,
-            &mut out_diff_ids,
-            opts,
-        )?;
-    }
+    finish_commits(
+        0,
+        &mut pending,
+        &mut lowers,
+        base_lowers,
+        &uploader,
+        &mut out_layers,
+        &mut out_diff_ids,
+        opts,
+    )?;
     for (r, l) in report
         .layers
         .iter_mut()

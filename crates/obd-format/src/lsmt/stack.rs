@@ -81,25 +81,29 @@ impl Stack {
         &self.lowers
     }
 
+    /// The mappings of the whole stack within sectors `[b, e)`, in order: the upper's
+    /// (tagged with the number of lowers) win, the merged lowers' (tagged with their level,
+    /// 0 = top) fill the gaps.
+    fn pieces(&self, b: u64, e: u64) -> Vec<Segment> {
+        let n = self.lowers.len() as u8;
+        let mut out = Vec::new();
+        let mut cursor = b;
+        if let Some(u) = &self.upper {
+            for mut s in u.index().lookup(b, e) {
+                out.extend(index::lookup(&self.merged, cursor, s.offset));
+                cursor = s.end();
+                s.tag = n;
+                out.push(s);
+            }
+        }
+        out.extend(index::lookup(&self.merged, cursor, e));
+        out
+    }
+
     /// Every mapping of the whole stack, sorted, for flattening: entries of the upper
     /// have tag = number of lowers, entries of lowers their level (0 = top).
     pub fn flattened(&self) -> Vec<Segment> {
-        let mut out = Vec::new();
-        let n = self.lowers.len() as u8;
-        let mut cursor = 0;
-        let upper: Vec<Segment> = self
-            .upper
-            .as_ref()
-            .map(|u| u.index().dump())
-            .unwrap_or_default();
-        for mut s in upper {
-            out.extend(index::lookup(&self.merged, cursor, s.offset));
-            cursor = s.end();
-            s.tag = n;
-            out.push(s);
-        }
-        out.extend(index::lookup(&self.merged, cursor, u64::MAX >> 10));
-        out
+        self.pieces(0, u64::MAX >> 10)
     }
 
     /// Reads stored data of a flattened entry (see [`Stack::flattened`]).
@@ -119,31 +123,17 @@ impl ReadAt for Stack {
         let n = clamp(buf.len(), off, self.vsize);
         let buf = &mut buf[..n];
         let (b, e) = (off / SECTOR, (off + n as u64).div_ceil(SECTOR));
-        match &self.upper {
-            None => read_through(buf, off, index::lookup(&self.merged, b, e), |p, dst, at| {
-                self.read_lower(p, dst, at)
-            })?,
-            Some(u) => {
-                // Upper pieces win; gaps between them come from the lowers.
-                let mut pieces = Vec::new();
-                let mut cursor = b;
-                for mut s in u.index().lookup(b, e) {
-                    pieces.extend(index::lookup(&self.merged, cursor, s.offset));
-                    cursor = s.end();
-                    s.tag = u8::MAX;
-                    pieces.push(s);
-                }
-                pieces.extend(index::lookup(&self.merged, cursor, e));
-                let data = u.data_view();
-                read_through(buf, off, pieces.into_iter(), |p, dst, at| {
-                    if p.tag == u8::MAX {
-                        read_padded(&data, dst, at)
-                    } else {
-                        self.read_lower(p, dst, at)
-                    }
-                })?
-            }
-        }
+        let upper_tag = self.lowers.len() as u8;
+        let upper_data = self.upper.as_ref().map(|u| u.data_view());
+        read_through(
+            buf,
+            off,
+            self.pieces(b, e).into_iter(),
+            |p, dst, at| match &upper_data {
+                Some(d) if p.tag == upper_tag => read_padded(d, dst, at),
+                _ => self.read_lower(p, dst, at),
+            },
+        )?;
         Ok(n)
     }
     fn size(&self) -> u64 {
