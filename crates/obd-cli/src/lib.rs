@@ -1,5 +1,7 @@
 //! Shared plumbing of the obdconv command-line tools: exit codes and logging set-up.
 
+pub mod net;
+
 use obd_format::FormatError;
 
 /// Process exit codes, the same for every obdconv tool.

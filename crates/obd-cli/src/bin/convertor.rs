@@ -1,13 +1,12 @@
 //! `convertor`: drop-in replacement for the overlaybd userspace image convertor.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{ArgAction, Parser};
+use obd_cli::net::{convert_exit_code, NetArgs};
 use obd_convert::image::Flavor;
 use obd_convert::native::NativeOptions;
-use obd_convert::store::{OciLayout, Store};
 use obd_convert::{ConvertError, ConvertOptions};
 use obd_format::zfile::{Algorithm, ZFileOptions};
 
@@ -36,9 +35,6 @@ struct Args {
     /// user[:password] Registry user and password
     #[arg(short = 'u', long)]
     username: Option<String>,
-    /// connections using plain HTTP
-    #[arg(long)]
-    plain: bool,
     /// show debug log
     #[arg(long)]
     verbose: bool,
@@ -90,18 +86,8 @@ struct Args {
     /// push converted manifests with subject, note '--oci' will be enabled automatically if '--referrer' is set, cause the referrer must be in OCI format.
     #[arg(long)]
     referrer: bool,
-    /// In these directories, root CA should be named as *.crt and client cert should be named as *.cert, *.key
-    #[arg(long = "cert-dir")]
-    cert_dir: Vec<PathBuf>,
-    /// root CA certificates
-    #[arg(long = "root-ca")]
-    root_ca: Vec<PathBuf>,
-    /// client cert certificates, should form in ${cert-file}:${key-file}
-    #[arg(long = "client-cert")]
-    client_cert: Vec<String>,
-    /// don't verify the server's certificate chain and host name
-    #[arg(long)]
-    insecure: bool,
+    #[command(flatten)]
+    net: NetArgs,
     /// reserve tmp data
     #[arg(long)]
     reserve: bool,
@@ -128,82 +114,6 @@ struct Args {
     report: Option<PathBuf>,
 }
 
-/// Registry connection settings from the command line.
-struct Net<'a> {
-    a: &'a Args,
-}
-
-impl Net<'_> {
-    fn options(&self, username: Option<&str>) -> Result<obd_registry::ClientOptions> {
-        let a = self.a;
-        let credentials = match username {
-            // Upstream: no ':' or a leading ':' means anonymous.
-            Some(u) if u.find(':').is_some_and(|i| i > 0) => {
-                Some(obd_registry::Credentials::parse(u)?)
-            }
-            Some(u) if !u.is_empty() && !u.contains(':') => {
-                Some(obd_registry::Credentials::new(u, ""))
-            }
-            _ => None,
-        };
-        let client_cert = match a.client_cert.first() {
-            Some(cc) => {
-                let (c, k) = cc.rsplit_once(':').ok_or_else(|| {
-                    ConvertError::Unsupported(format!("--client-cert {cc:?} is not CERT:KEY"))
-                })?;
-                Some((PathBuf::from(c), PathBuf::from(k)))
-            }
-            None => None,
-        };
-        Ok(obd_registry::ClientOptions {
-            plain_http: a.plain,
-            insecure_skip_verify: a.insecure,
-            cert_dirs: a.cert_dir.clone(),
-            root_cas: a.root_ca.clone(),
-            client_cert,
-            use_docker_config: username.is_none(),
-            credentials,
-            ..Default::default()
-        })
-    }
-
-    fn open(&self, repo: &str, username: Option<&str>, create: bool) -> Result<Arc<dyn Store>> {
-        if let Some(dir) = repo.strip_prefix("oci:") {
-            return Ok(Arc::new(OciLayout::open(dir, create)?));
-        }
-        let r = obd_registry::Reference::parse(repo)
-            .map_err(|e| ConvertError::Unsupported(format!("repository {repo:?}: {e}")))?;
-        if r.tag.is_some() || r.digest.is_some() {
-            bail!(ConvertError::Unsupported(format!(
-                "repository {repo:?} must not carry a tag or digest; use -i/-g"
-            )));
-        }
-        let client = obd_registry::Client::for_reference(&r, self.options(username)?)
-            .map_err(obd_convert::registry_store::map_err)?;
-        Ok(Arc::new(obd_convert::registry_store::RegistryStore::new(
-            client,
-            r.repository,
-        )))
-    }
-}
-
-fn exit_code(e: &anyhow::Error) -> i32 {
-    use obd_cli::exit;
-    for c in e.chain() {
-        if let Some(ce) = c.downcast_ref::<ConvertError>() {
-            return match ce {
-                ConvertError::NotFound(_) => exit::NOT_FOUND,
-                ConvertError::Auth(_) => exit::AUTH,
-                ConvertError::BadInput(_) => exit::BAD_INPUT,
-                ConvertError::Io { .. } | ConvertError::Store(_) => exit::IO,
-                ConvertError::Unsupported(_) => exit::USAGE,
-                ConvertError::Interrupted => exit::INTERRUPTED,
-            };
-        }
-    }
-    obd_cli::exit_code(e)
-}
-
 fn main() {
     let args = Args::parse();
     obd_cli::init_logging(args.verbose);
@@ -211,7 +121,7 @@ fn main() {
         Ok(()) => std::process::exit(0),
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::exit(exit_code(&e));
+            std::process::exit(convert_exit_code(&e));
         }
     }
 }
@@ -251,19 +161,13 @@ fn run(a: Args) -> Result<()> {
     if a.db_type.is_some() || a.db_str.is_some() {
         tracing::warn!("conversion deduplication (--db-type/--db-str) is not implemented yet; converting without it");
     }
-    if a.username.is_some()
-        || a.plain
-        || a.insecure
-        || !a.cert_dir.is_empty()
-        || !a.root_ca.is_empty()
-        || !a.client_cert.is_empty()
-    {
+    if a.username.is_some() || a.net.any_set() {
         tracing::debug!("registry options are ignored for oci: repositories");
     }
     if a.vsize == 0 || a.vsize > 1 << 20 {
         return Err(usage("--vsize must be between 1 and 1048576 GB"));
     }
-    let net = Net { a: &a };
+    let net = &a.net;
     let src = net.open(&a.repository, a.username.as_deref(), false)?;
     let dst = match &a.target_repository {
         Some(t) => net.open(

@@ -1,0 +1,114 @@
+//! Registry and OCI-layout access from the command line: the connection flags shared by
+//! `convertor` and `obd check`, and opening a [`Store`] for `-r REPO` (`oci:DIR` or a registry
+//! repository).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use obd_convert::store::{OciLayout, Store};
+use obd_convert::ConvertError;
+
+/// Connection flags, spelled as upstream's convertor spells them.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct NetArgs {
+    /// connections using plain HTTP
+    #[arg(long)]
+    pub plain: bool,
+    /// In these directories, root CA should be named as *.crt and client cert should be named as *.cert, *.key
+    #[arg(long = "cert-dir")]
+    pub cert_dir: Vec<PathBuf>,
+    /// root CA certificates
+    #[arg(long = "root-ca")]
+    pub root_ca: Vec<PathBuf>,
+    /// client cert certificates, should form in ${cert-file}:${key-file}
+    #[arg(long = "client-cert")]
+    pub client_cert: Vec<String>,
+    /// don't verify the server's certificate chain and host name
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+impl NetArgs {
+    /// True when any flag that only matters for registries was given.
+    pub fn any_set(&self) -> bool {
+        self.plain
+            || self.insecure
+            || !self.cert_dir.is_empty()
+            || !self.root_ca.is_empty()
+            || !self.client_cert.is_empty()
+    }
+
+    /// Client options for a registry, with `username` as `user[:password]`; without it the
+    /// credentials come from `~/.docker/config.json`.
+    pub fn options(&self, username: Option<&str>) -> Result<obd_registry::ClientOptions> {
+        let credentials = match username {
+            // Upstream: no ':' or a leading ':' means anonymous.
+            Some(u) if u.find(':').is_some_and(|i| i > 0) => {
+                Some(obd_registry::Credentials::parse(u)?)
+            }
+            Some(u) if !u.is_empty() && !u.contains(':') => {
+                Some(obd_registry::Credentials::new(u, ""))
+            }
+            _ => None,
+        };
+        let client_cert = match self.client_cert.first() {
+            Some(cc) => {
+                let (c, k) = cc.rsplit_once(':').ok_or_else(|| {
+                    ConvertError::Unsupported(format!("--client-cert {cc:?} is not CERT:KEY"))
+                })?;
+                Some((PathBuf::from(c), PathBuf::from(k)))
+            }
+            None => None,
+        };
+        Ok(obd_registry::ClientOptions {
+            plain_http: self.plain,
+            insecure_skip_verify: self.insecure,
+            cert_dirs: self.cert_dir.clone(),
+            root_cas: self.root_ca.clone(),
+            client_cert,
+            use_docker_config: username.is_none(),
+            credentials,
+            ..Default::default()
+        })
+    }
+
+    /// Opens `repo`: `oci:DIR` is an OCI image layout (created when `create`), anything else
+    /// a registry repository without tag or digest.
+    pub fn open(&self, repo: &str, username: Option<&str>, create: bool) -> Result<Arc<dyn Store>> {
+        if let Some(dir) = repo.strip_prefix("oci:") {
+            return Ok(Arc::new(OciLayout::open(dir, create)?));
+        }
+        let r = obd_registry::Reference::parse(repo)
+            .map_err(|e| ConvertError::Unsupported(format!("repository {repo:?}: {e}")))?;
+        if r.tag.is_some() || r.digest.is_some() {
+            bail!(ConvertError::Unsupported(format!(
+                "repository {repo:?} must not carry a tag or digest; use -i/-g"
+            )));
+        }
+        let client = obd_registry::Client::for_reference(&r, self.options(username)?)
+            .map_err(obd_convert::registry_store::map_err)?;
+        Ok(Arc::new(obd_convert::registry_store::RegistryStore::new(
+            client,
+            r.repository,
+        )))
+    }
+}
+
+/// Exit code for an error of the conversion engine, falling back to [`crate::exit_code`].
+pub fn convert_exit_code(e: &anyhow::Error) -> i32 {
+    use crate::exit;
+    for c in e.chain() {
+        if let Some(ce) = c.downcast_ref::<ConvertError>() {
+            return match ce {
+                ConvertError::NotFound(_) => exit::NOT_FOUND,
+                ConvertError::Auth(_) => exit::AUTH,
+                ConvertError::BadInput(_) => exit::BAD_INPUT,
+                ConvertError::Io { .. } | ConvertError::Store(_) => exit::IO,
+                ConvertError::Unsupported(_) => exit::USAGE,
+                ConvertError::Interrupted => exit::INTERRUPTED,
+            };
+        }
+    }
+    crate::exit_code(e)
+}
