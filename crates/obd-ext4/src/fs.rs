@@ -191,6 +191,12 @@ impl<D: BlockDevice> Ext4<D> {
         &self.dev
     }
 
+    /// The device, for writes that bypass the filesystem (TurboOCI maps file blocks onto
+    /// remote data through it). Writing blocks the filesystem owns corrupts it.
+    pub fn device_mut(&mut self) -> &mut D {
+        &mut self.dev
+    }
+
     /// Gives the device back. Unflushed changes are lost: call [`Ext4::flush`] first.
     pub fn into_device(self) -> D {
         self.dev
@@ -214,6 +220,11 @@ impl<D: BlockDevice> Ext4<D> {
     }
 
     // ---- raw block I/O ----
+
+    /// The filesystem block size in bytes.
+    pub fn block_size(&self) -> u32 {
+        self.geo.block_size as u32
+    }
 
     pub(crate) fn bs(&self) -> usize {
         self.geo.block_size as usize

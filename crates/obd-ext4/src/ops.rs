@@ -384,6 +384,61 @@ impl<D: BlockDevice> Ext4<D> {
         }
     }
 
+    /// Creates regular file `name` of `size` bytes whose data blocks are allocated but not
+    /// written: the caller maps them onto data kept elsewhere (TurboOCI maps them into the
+    /// layer's tar). Returns the inode and the allocated runs in file order, as
+    /// `(logical block, physical block, block count)`. A 0-byte file gets no block.
+    pub fn create_file_unwritten(
+        &mut self,
+        parent: u32,
+        name: &[u8],
+        attrs: &Attrs,
+        size: u64,
+    ) -> Result<(u32, Vec<(u64, u64, u32)>)> {
+        self.prepare_entry(parent, name)?;
+        let bs = self.geo.block_size;
+        let nblk = size.div_ceil(bs);
+        if nblk > u64::from(u32::MAX) {
+            return Err(Error::FileTooLarge(size));
+        }
+        let (ino, mut inode) = self.new_inode(FileKind::Regular, attrs)?;
+        let mut extents = Vec::new();
+        let mut res = Ok(());
+        let mut k = 0u64;
+        while k < nblk {
+            match self.alloc_blocks(nblk - k) {
+                Ok((p, got)) => {
+                    extent::push_run(&mut extents, k as u32, p, got as u32);
+                    k += got;
+                }
+                Err(e) => {
+                    res = Err(e);
+                    break;
+                }
+            }
+        }
+        match res.and_then(|()| self.write_extent_tree(&mut inode, &extents)) {
+            Ok(meta) => {
+                inode.set_size(size);
+                inode.set_sectors((nblk + meta) * (bs / 512));
+                self.put_inode(ino, inode);
+                self.add_entry(parent, name, ino, FileKind::Regular)?;
+                let runs = extents
+                    .iter()
+                    .map(|x| (u64::from(x.lblk), x.pblk, x.len))
+                    .collect();
+                Ok((ino, runs))
+            }
+            Err(e) => {
+                for x in &extents {
+                    self.free_blocks(x.pblk, u64::from(x.len))?;
+                }
+                self.free_inode_bit(ino, false)?;
+                Err(e)
+            }
+        }
+    }
+
     fn write_data(
         &mut self,
         size: u64,

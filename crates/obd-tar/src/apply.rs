@@ -172,8 +172,32 @@ impl<R: Read> Read for DataReader<'_, R> {
     }
 }
 
+/// Maps `len` bytes of the device at `dev_offset` onto the uncompressed tar at `tar_offset`
+/// (both multiples of 512). Used by [`apply_tar_remote`].
+pub type RemoteMap<'a, D> = dyn FnMut(&mut D, u64, u64, u64) -> io::Result<()> + 'a;
+
 /// Applies an uncompressed tar stream.
 pub fn apply_tar<D: BlockDevice>(fs: &mut Ext4<D>, r: impl Read) -> Result<ApplyStats, ApplyError> {
+    apply_inner(fs, r, None)
+}
+
+/// Applies an uncompressed tar stream writing metadata only (TurboOCI): the blocks of each
+/// regular file are allocated, not written, and `remote` maps them onto the file's data in
+/// the tar, up to the file size rounded up to 512 bytes. Sparse members are materialised
+/// as ordinary data (their holes have no place in the tar to map to).
+pub fn apply_tar_remote<D: BlockDevice>(
+    fs: &mut Ext4<D>,
+    r: impl Read,
+    remote: &mut RemoteMap<'_, D>,
+) -> Result<ApplyStats, ApplyError> {
+    apply_inner(fs, r, Some(remote))
+}
+
+fn apply_inner<D: BlockDevice>(
+    fs: &mut Ext4<D>,
+    r: impl Read,
+    mut remote: Option<&mut RemoteMap<'_, D>>,
+) -> Result<ApplyStats, ApplyError> {
     let mut tar = TarReader::new(r);
     let mut stats = ApplyStats::default();
     // Clean paths unpacked by this layer (whiteouts never remove them).
@@ -273,6 +297,26 @@ pub fn apply_tar<D: BlockDevice>(fs: &mut Ext4<D>, r: impl Read) -> Result<Apply
                     Some(d) => d,
                     None => fs.mkdir(parent, base, &attrs).map_err(wrap)?,
                 }
+            }
+            EntryKind::File if e.sparse.is_none() && remote.is_some() => {
+                stats.files += 1;
+                stats.file_bytes += e.size;
+                let (ino, runs) = fs
+                    .create_file_unwritten(parent, base, &attrs, e.size)
+                    .map_err(wrap)?;
+                let map = remote.as_mut().expect("checked by the guard");
+                let bs = u64::from(fs.block_size());
+                let end = e.size.div_ceil(512) * 512;
+                for (lblk, pblk, n) in runs {
+                    let foff = lblk * bs;
+                    if foff >= end {
+                        break;
+                    }
+                    let len = (u64::from(n) * bs).min(end - foff);
+                    map(fs.device_mut(), pblk * bs, len, e.data_offset + foff)
+                        .map_err(|err| wrap(err.into()))?;
+                }
+                ino
             }
             EntryKind::File => {
                 stats.files += 1;

@@ -12,5 +12,5 @@ pub mod decompress;
 pub mod path;
 pub mod reader;
 
-pub use apply::{apply_layer, ApplyError, ApplyStats};
+pub use apply::{apply_layer, apply_tar, apply_tar_remote, ApplyError, ApplyStats, RemoteMap};
 pub use reader::{Entry, EntryKind, TarError, TarReader, Timestamp};
