@@ -48,4 +48,4 @@ pub use error::{Error, Result};
 pub use fs::{DevMut, Ext4, FsStats};
 pub use inode::{FileKind, Timestamp, ROOT_INO};
 pub use mkfs::MkfsOptions;
-pub use ops::{Attrs, DirEntry, Metadata};
+pub use ops::{Attrs, BlockRun, DirEntry, Metadata};

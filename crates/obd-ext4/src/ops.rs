@@ -94,6 +94,9 @@ fn components(path: &[u8]) -> VecDeque<Vec<u8>> {
         .collect()
 }
 
+/// A run of file blocks: `(logical block, physical block, block count)`.
+pub type BlockRun = (u64, u64, u32);
+
 impl<D: BlockDevice> Ext4<D> {
     // ---- lookups ----
 
@@ -394,7 +397,7 @@ impl<D: BlockDevice> Ext4<D> {
         name: &[u8],
         attrs: &Attrs,
         size: u64,
-    ) -> Result<(u32, Vec<(u64, u64, u32)>)> {
+    ) -> Result<(u32, Vec<BlockRun>)> {
         self.prepare_entry(parent, name)?;
         let bs = self.geo.block_size;
         let nblk = size.div_ceil(bs);
