@@ -1,6 +1,7 @@
 //! Shared plumbing of the obdconv command-line tools: exit codes and logging set-up.
 
 pub mod net;
+pub mod progress;
 
 use obd_format::FormatError;
 
@@ -65,14 +66,21 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
 
 /// Logs to stderr; `RUST_LOG` overrides the level chosen by `verbose`.
 pub fn init_logging(verbose: bool) {
+    init_logging_above(verbose, None);
+}
+
+/// Like [`init_logging`], printing above progress bars when there are some.
+pub fn init_logging_above(verbose: bool, bars: Option<indicatif::MultiProgress>) {
     let default = if verbose { "debug" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = match bars {
+        Some(mp) => b.with_writer(progress::AboveBars(mp)).try_init(),
+        None => b.with_writer(std::io::stderr).try_init(),
+    };
 }
 
 /// Runs `f` and exits with the code its error calls for, printing the error chain.

@@ -9,9 +9,11 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::dedup::DedupHandle;
 use crate::error::{ConvertError, Result};
 use crate::image::{self, Kind};
-use crate::native::{self, ManifestReport, NativeOptions};
+use crate::native::{self, NativeOptions};
+use crate::report::{ManifestReport, Totals};
 use crate::store::{Desc, Store};
 
 /// Options of a conversion.
@@ -24,6 +26,8 @@ pub struct ConvertOptions {
     pub concurrency: usize,
     /// Convert only these platforms (`os/arch[/variant]`); empty = all.
     pub platforms: Vec<String>,
+    /// Reuse of earlier conversions.
+    pub dedup: DedupHandle,
 }
 
 /// What a conversion did.
@@ -36,6 +40,7 @@ pub struct ConvertReport {
     pub output_media_type: String,
     pub manifests: Vec<ManifestReport>,
     pub skipped: Vec<String>,
+    pub totals: Totals,
     pub seconds: f64,
 }
 
@@ -71,6 +76,7 @@ pub fn convert(
     let mut r = report.into_inner().unwrap_or_else(|p| p.into_inner());
     r.output_digest = out.digest;
     r.output_media_type = out.media_type;
+    r.totals = Totals::of(&r.manifests);
     r.seconds = t0.elapsed().as_secs_f64();
     Ok(r)
 }
@@ -112,17 +118,45 @@ impl Ctx<'_> {
             platform.as_deref().unwrap_or("").replace('/', "_"),
             crate::digest::hex_of(&desc.digest)
         ));
+        let label = platform
+            .clone()
+            .unwrap_or_else(|| crate::digest::hex_of(&desc.digest)[..12].to_string());
+        let dedup = &self.opts.dedup.0;
+        if let Some(out) = dedup.find_manifest(&desc.digest) {
+            if let Ok(bytes) = self.dst.fetch_manifest(&out) {
+                tracing::info!("{label}: reusing converted manifest {} (dedup)", out.digest);
+                self.report
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .manifests
+                    .push(ManifestReport {
+                        platform,
+                        source_digest: desc.digest.clone(),
+                        output_digest: out.digest.clone(),
+                        output_size: out.size,
+                        output_media_type: out.media_type.clone(),
+                        dedup_hit: true,
+                        ..Default::default()
+                    });
+                return Ok((out, bytes));
+            }
+        }
         let r = native::convert_manifest(
             self.src.clone(),
             self.dst.clone(),
             desc,
             &work,
             &self.opts.native,
+            &label,
+            dedup.clone(),
         );
         if !self.opts.native.reserve {
             let _ = std::fs::remove_dir_all(&work);
         }
         let (out, bytes, mut rep) = r?;
+        if !self.opts.native.no_upload {
+            dedup.record_manifest(&desc.digest, &out);
+        }
         rep.platform = platform;
         self.report
             .lock()

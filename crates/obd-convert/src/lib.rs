@@ -6,18 +6,27 @@
 //! * [`image`]: media types, annotations, manifest/config/index JSON.
 //! * [`registry_store`]: the [`store::Store`] of a repository in a registry.
 //! * [`native`]: the native overlaybd engine for one manifest (layers → LSMT/ext4 blobs).
+//! * [`fetch`], [`upload`]: background downloads (readable while they arrive) and pushes.
+//! * [`dedup`]: reuse of earlier conversions ([`dedup::Dedup`]).
+//! * [`progress`], [`report`]: progress events per layer and stage; the JSON report.
 //! * [`baselayer`]: the upstream `ext4_64` baselayer used by `--mkfs=false`.
 //! * [`convert`]: the top level: resolve the source, walk indexes, convert each platform,
 //!   push, tag.
 
 pub mod baselayer;
 pub mod convert;
+pub mod dedup;
+pub mod dedup_db;
 pub mod digest;
 pub mod error;
+pub mod fetch;
 pub mod image;
 pub mod native;
+pub mod progress;
 pub mod registry_store;
+pub mod report;
 pub mod store;
+pub mod upload;
 
 pub use convert::{convert, ConvertOptions, ConvertReport};
 pub use error::{ConvertError, Result};

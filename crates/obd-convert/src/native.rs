@@ -8,9 +8,7 @@
 //! changed) and the manifest are pushed; the tag is set by the caller's request last.
 
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,14 +18,19 @@ use obd_format::lsmt::{CommitOptions, LsmtRo, RwKind, RwLayer, Stack};
 use obd_format::output::Wrapping;
 use obd_format::uuid::Uuid;
 use obd_format::zfile::ZFileOptions;
-use serde::Serialize;
 use serde_json::Value;
 
 use crate::baselayer;
+use crate::dedup::{Dedup, Reuse};
 use crate::digest::{self, sha256_file};
 use crate::error::{ConvertError, Result};
+use crate::fetch::{self, Job, TailReader};
 use crate::image::{self, Flavor};
+use crate::progress::{CountingReader, LayerId, ProgressSink, Stage};
+use crate::report::StageReport;
+pub use crate::report::{LayerReport, ManifestReport};
 use crate::store::{Desc, Store};
+use crate::upload::{Push, Uploader};
 
 /// Options of the native engine.
 #[derive(Clone, Debug)]
@@ -50,6 +53,8 @@ pub struct NativeOptions {
     pub dump_manifest: bool,
     /// Concurrent layer downloads from remote stores.
     pub download_concurrency: usize,
+    /// Where progress events go.
+    pub progress: ProgressSink,
 }
 
 impl Default for NativeOptions {
@@ -65,35 +70,9 @@ impl Default for NativeOptions {
             no_upload: false,
             dump_manifest: false,
             download_concurrency: 3,
+            progress: ProgressSink::default(),
         }
     }
-}
-
-/// What happened to one layer.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct LayerReport {
-    pub index: usize,
-    pub source_digest: String,
-    pub source_size: u64,
-    pub diff_id: String,
-    pub output_digest: String,
-    pub output_size: u64,
-    pub uuid: String,
-    pub entries: u64,
-    pub tar_bytes: u64,
-    pub apply_commit_seconds: f64,
-}
-
-/// What happened to one manifest.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct ManifestReport {
-    pub platform: Option<String>,
-    pub source_digest: String,
-    pub output_digest: String,
-    pub output_size: u64,
-    pub config_digest: String,
-    pub layers: Vec<LayerReport>,
-    pub seconds: f64,
 }
 
 fn uuid_of(chain: &str) -> Result<Uuid> {
@@ -101,223 +80,105 @@ fn uuid_of(chain: &str) -> Result<Uuid> {
         .ok_or_else(|| ConvertError::BadInput(format!("chain ID {chain} is not a sha256 digest")))
 }
 
-/// Background pushes of committed layers; the first error wins.
-struct Uploader {
-    tx: Option<mpsc::Sender<(PathBuf, String, u64)>>,
-    handle: Option<std::thread::JoinHandle<Result<()>>>,
+/// A layer being committed in the background.
+struct CommitJob {
+    index: usize,
+    handle: std::thread::JoinHandle<Result<(PathBuf, String, u64, StageReport)>>,
+    writable_data: PathBuf,
+    chain_id: String,
 }
 
-impl Uploader {
-    fn start(dst: Arc<dyn Store>, enabled: bool) -> Self {
-        let (tx, rx) = mpsc::channel::<(PathBuf, String, u64)>();
-        let handle = std::thread::spawn(move || -> Result<()> {
-            for (path, d, size) in rx {
-                if enabled {
-                    dst.push_blob(&path, &d, size)?;
-                    tracing::info!("layer {d} uploaded");
-                }
-            }
-            Ok(())
-        });
-        Uploader {
-            tx: Some(tx),
-            handle: Some(handle),
-        }
-    }
-    fn send(&self, p: PathBuf, d: String, size: u64) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send((p, d, size));
-        }
-    }
-    fn finish(mut self) -> Result<()> {
-        self.tx.take();
-        match self.handle.take().map(|h| h.join()) {
-            Some(Ok(r)) => r,
-            Some(Err(_)) => Err(ConvertError::Store("the upload thread panicked".into())),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for Uploader {
-    fn drop(&mut self) {
-        self.tx.take();
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-/// Progress of one background download, shared with the reader that tails it.
-#[derive(Default)]
-struct DlState {
-    /// Bytes written to the file so far.
-    written: u64,
-    /// `Some` once the download ended (successfully, or with the error message).
-    done: Option<std::result::Result<(), (std::io::ErrorKind, String)>>,
-}
-
-type Download = Arc<(std::sync::Mutex<DlState>, std::sync::Condvar)>;
-
-/// Reads a layer file while it is being downloaded: blocks until more bytes arrive, ends
-/// when the download has ended, and fails if the download failed (e.g. a digest mismatch).
-struct TailReader {
-    path: PathBuf,
-    file: Option<File>,
-    pos: u64,
-    dl: Download,
-}
-
-impl std::io::Read for TailReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let (lock, cv) = &*self.dl;
-        let avail = {
-            let mut st = lock.lock().unwrap_or_else(|p| p.into_inner());
-            loop {
-                if st.written > self.pos {
-                    break st.written - self.pos;
-                }
-                match &st.done {
-                    Some(Ok(())) => return Ok(0),
-                    Some(Err((k, m))) => return Err(std::io::Error::new(*k, m.clone())),
-                    None => st = cv.wait(st).unwrap_or_else(|p| p.into_inner()),
-                }
-            }
-        };
-        if self.file.is_none() {
-            self.file = Some(File::open(&self.path)?);
-        }
-        let n = (buf.len() as u64).min(avail) as usize;
-        let k = std::os::unix::fs::FileExt::read_at(
-            self.file.as_ref().unwrap(),
-            &mut buf[..n],
-            self.pos,
-        )?;
-        self.pos += k as u64;
-        Ok(k)
-    }
-}
-
-/// Starts background downloads of the layers into `dir` (for remote stores), at most
-/// `concurrency` at once, in layer order. Each layer can be read (tailed) while it arrives.
-fn prefetch(
-    src: Arc<dyn Store>,
-    layers: &[(String, u64)],
-    dir: &Path,
-    concurrency: usize,
-) -> Vec<(PathBuf, Download)> {
-    let jobs: Vec<(usize, String, PathBuf, Download)> = layers
-        .iter()
-        .enumerate()
-        .map(|(i, (d, _))| {
-            (
-                i,
-                d.clone(),
-                dir.join(format!("{i:04}.blob")),
-                Download::default(),
-            )
-        })
-        .collect();
-    let outs = jobs
-        .iter()
-        .map(|(_, _, p, dl)| (p.clone(), dl.clone()))
-        .collect();
-    let queue = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(
-        jobs,
-    )));
-    for _ in 0..concurrency.max(1).min(layers.len().max(1)) {
-        let (src, queue) = (src.clone(), queue.clone());
-        std::thread::spawn(move || loop {
-            let Some((i, d, path, dl)) =
-                queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
-            else {
-                break;
-            };
-            let (lock, cv) = &*dl;
-            let r = (|| -> std::io::Result<()> {
-                let mut rd = src.fetch_blob(&d).map_err(|e| {
-                    let kind = match e {
-                        ConvertError::NotFound(_) => std::io::ErrorKind::NotFound,
-                        ConvertError::Auth(_) => std::io::ErrorKind::PermissionDenied,
-                        ConvertError::BadInput(_) => std::io::ErrorKind::InvalidData,
-                        _ => std::io::ErrorKind::Other,
-                    };
-                    std::io::Error::new(kind, e.to_string())
-                })?;
-                let mut f = File::create(&path)?;
-                let mut buf = vec![0u8; 1 << 20];
-                loop {
-                    let n = rd.read(&mut buf)?;
-                    if n == 0 {
-                        return Ok(());
-                    }
-                    std::io::Write::write_all(&mut f, &buf[..n])?;
-                    lock.lock().unwrap_or_else(|p| p.into_inner()).written += n as u64;
-                    cv.notify_all();
-                }
-            })();
-            match &r {
-                Ok(()) => tracing::info!("downloaded layer {i}"),
-                Err(e) => tracing::warn!("download of layer {i} ({d}) failed: {e}"),
-            }
-            lock.lock().unwrap_or_else(|p| p.into_inner()).done =
-                Some(r.map_err(|e| (e.kind(), e.to_string())));
-            cv.notify_all();
-        });
-    }
-    outs
-}
-
-/// A layer being committed in the background: its index, the thread, its writable data file.
-type CommitJob = (
-    usize,
-    std::thread::JoinHandle<Result<(PathBuf, String, u64)>>,
-    PathBuf,
-);
-
-/// Waits for background commits, oldest first, until at most `keep` are in flight: each
-/// finished layer's writable view in `lowers` is swapped for the committed file, its
-/// writable data removed, and its upload queued.
-#[allow(clippy::too_many_arguments)]
-fn finish_commits(
-    keep: usize,
-    pending: &mut Vec<CommitJob>,
-    lowers: &mut [Arc<LsmtRo>],
+/// State of one manifest's conversion while its layers go through.
+struct Run<'a> {
+    opts: &'a NativeOptions,
+    /// Lower layers: the baselayer (without mkfs), then one per source layer so far.
+    lowers: Vec<Arc<LsmtRo>>,
+    /// Position of source layer 0 in `lowers`.
     base: usize,
-    uploader: &Uploader,
-    out_layers: &mut Vec<Value>,
-    out_diff_ids: &mut Vec<String>,
-    opts: &NativeOptions,
-) -> Result<()> {
-    while pending.len() > keep {
-        let (i, job, wd) = pending.remove(0);
-        let (commit, d, size) = job
-            .join()
-            .map_err(|_| ConvertError::Store(format!("the commit of layer {i} panicked")))??;
-        lowers[base + i] = Arc::new(detect::open_layer(&commit)?);
-        if !opts.reserve {
-            let _ = std::fs::remove_file(&wd);
-        }
-        tracing::info!("layer {i} committed: {size} bytes, {d}");
-        uploader.send(commit, d.clone(), size);
-        out_layers.push(image::native_layer(&d, size, opts.flavor));
-        out_diff_ids.push(d);
-    }
-    Ok(())
+    pending: Vec<CommitJob>,
+    /// Output blob per source layer, once known.
+    outputs: Vec<Option<Reuse>>,
+    reports: Vec<LayerReport>,
+    uploader: Uploader,
+    dedup: Arc<dyn Dedup>,
+    ids: Vec<LayerId>,
 }
 
-/// Converts the manifest `desc` of `src`, pushing results to `dst`. Returns the descriptor
-/// of the new manifest (pushed by digest; tagging is the caller's job).
-pub fn convert_manifest(
-    src: Arc<dyn Store>,
-    dst: Arc<dyn Store>,
-    desc: &Desc,
-    work: &Path,
-    opts: &NativeOptions,
-) -> Result<(Desc, Vec<u8>, ManifestReport)> {
-    let t0 = Instant::now();
-    std::fs::create_dir_all(work)
-        .map_err(|e| ConvertError::io(format!("creating {}", work.display()), e))?;
+impl Run<'_> {
+    /// Waits for background commits, oldest first, until at most `keep` are in flight:
+    /// each finished layer's writable view in `lowers` is swapped for the committed file,
+    /// its writable data removed, and its upload queued.
+    fn finish_commits(&mut self, keep: usize) -> Result<()> {
+        while self.pending.len() > keep {
+            let job = self.pending.remove(0);
+            let i = job.index;
+            let (commit, d, size, st) = job
+                .handle
+                .join()
+                .map_err(|_| ConvertError::Store(format!("the commit of layer {i} panicked")))??;
+            self.lowers[self.base + i] = Arc::new(detect::open_layer(&commit)?);
+            if !self.opts.reserve {
+                let _ = std::fs::remove_file(&job.writable_data);
+            }
+            self.opts
+                .progress
+                .finish(&self.ids[i], Stage::Commit, size, st.seconds);
+            let r = &mut self.reports[i];
+            r.bytes_written = size;
+            r.commit = Some(st);
+            let out = Reuse {
+                digest: d.clone(),
+                size,
+            };
+            let (dedup, chain, out2) = (self.dedup.clone(), job.chain_id, out.clone());
+            self.uploader.send(Push {
+                layer: Some(self.ids[i].clone()),
+                path: commit,
+                digest: d,
+                size,
+                then: Some(Box::new(move || dedup.record_layer(&chain, &out2))),
+            });
+            self.outputs[i] = Some(out);
+        }
+        Ok(())
+    }
+}
+
+/// Maps an apply error of layer `i` onto the engine's error kinds.
+fn apply_error(i: usize, ldigest: &str, e: obd_tar::ApplyError) -> ConvertError {
+    match e {
+        obd_tar::ApplyError::Io(ioe) => match ioe.kind() {
+            // Corrupt compressed data (flate2/zstd report InvalidInput) or a digest mismatch.
+            std::io::ErrorKind::InvalidData
+            | std::io::ErrorKind::InvalidInput
+            | std::io::ErrorKind::UnexpectedEof => {
+                ConvertError::BadInput(format!("layer {i} ({ldigest}): {ioe}"))
+            }
+            std::io::ErrorKind::NotFound => {
+                ConvertError::NotFound(format!("layer {i} ({ldigest}): {ioe}"))
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                ConvertError::Auth(format!("layer {i} ({ldigest}): {ioe}"))
+            }
+            _ => ConvertError::io(format!("layer {i} ({ldigest})"), ioe),
+        },
+        other => ConvertError::from(other),
+    }
+}
+
+/// The parts of a source manifest the engines need.
+pub struct Source {
+    pub manifest: Value,
+    pub config_digest: String,
+    pub config: Vec<u8>,
+    /// `(digest, size, media type)` per layer.
+    pub layers: Vec<(String, u64, String)>,
+    pub diff_ids: Vec<String>,
+    pub chain_ids: Vec<String>,
+}
+
+/// Fetches and checks a source manifest and its config.
+pub fn read_source(src: &dyn Store, desc: &Desc) -> Result<Source> {
     let mbytes = src.fetch_manifest(desc)?;
     let m: Value = serde_json::from_slice(&mbytes)
         .map_err(|e| ConvertError::BadInput(format!("manifest {}: {e}", desc.digest)))?;
@@ -325,12 +186,18 @@ pub fn convert_manifest(
         .as_str()
         .unwrap_or_default()
         .to_string();
+    if !digest::valid(&cfg_digest) {
+        return Err(ConvertError::BadInput(format!(
+            "manifest {} has an invalid config digest {cfg_digest:?}",
+            desc.digest
+        )));
+    }
     let mut cfg_bytes = Vec::new();
     std::io::Read::read_to_end(&mut src.fetch_blob(&cfg_digest)?, &mut cfg_bytes)
         .map_err(|e| ConvertError::BadInput(format!("config {cfg_digest}: {e}")))?;
     let cfg: Value = serde_json::from_slice(&cfg_bytes)
         .map_err(|e| ConvertError::BadInput(format!("config {cfg_digest}: {e}")))?;
-    let layers: Vec<(String, u64)> = m["layers"]
+    let layers: Vec<(String, u64, String)> = m["layers"]
         .as_array()
         .ok_or_else(|| ConvertError::BadInput(format!("manifest {} has no layers", desc.digest)))?
         .iter()
@@ -338,6 +205,7 @@ pub fn convert_manifest(
             (
                 l["digest"].as_str().unwrap_or_default().to_string(),
                 l["size"].as_u64().unwrap_or(0),
+                l["mediaType"].as_str().unwrap_or_default().to_string(),
             )
         })
         .collect();
@@ -356,63 +224,170 @@ pub fn convert_manifest(
             layers.len()
         )));
     }
-    if let Some((d, _)) = layers.iter().find(|(d, _)| !digest::valid(d)) {
+    if let Some(d) = layers
+        .iter()
+        .map(|l| &l.0)
+        .chain(diff_ids.iter())
+        .find(|d| !digest::valid(d))
+    {
         return Err(ConvertError::BadInput(format!(
             "invalid layer digest {d:?}"
         )));
     }
-    let chains = digest::chain_ids(&diff_ids);
-    let mut report = ManifestReport {
-        source_digest: desc.digest.clone(),
-        config_digest: String::new(),
-        ..Default::default()
-    };
+    let chain_ids = digest::chain_ids(&diff_ids);
+    Ok(Source {
+        manifest: m,
+        config_digest: cfg_digest,
+        config: cfg_bytes,
+        layers,
+        diff_ids,
+        chain_ids,
+    })
+}
 
-    // Lowers: the baselayer (without mkfs), then each committed layer.
-    let mut lowers: Vec<Arc<LsmtRo>> = Vec::new();
-    let mut base_blob: Option<(PathBuf, String, u64)> = None;
+/// Converts the manifest `desc` of `src`, pushing results to `dst`. Returns the descriptor
+/// of the new manifest (pushed by digest; tagging is the caller's job). `label` names the
+/// manifest in progress events (its platform, say).
+pub fn convert_manifest(
+    src: Arc<dyn Store>,
+    dst: Arc<dyn Store>,
+    desc: &Desc,
+    work: &Path,
+    opts: &NativeOptions,
+    label: &str,
+    dedup: Arc<dyn Dedup>,
+) -> Result<(Desc, Vec<u8>, ManifestReport)> {
+    let t0 = Instant::now();
+    std::fs::create_dir_all(work)
+        .map_err(|e| ConvertError::io(format!("creating {}", work.display()), e))?;
+    let source = read_source(src.as_ref(), desc)?;
+    let n = source.layers.len();
+    let ids: Vec<LayerId> = (0..n)
+        .map(|index| LayerId {
+            manifest: label.to_string(),
+            index,
+            count: n,
+        })
+        .collect();
+    let reports: Vec<LayerReport> = source
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, (d, size, mt))| LayerReport {
+            index: i,
+            source_digest: d.clone(),
+            source_size: *size,
+            source_media_type: mt.clone(),
+            diff_id: source.diff_ids[i].clone(),
+            chain_id: source.chain_ids[i].clone(),
+            output_media_type: opts.flavor.layer().to_string(),
+            ..Default::default()
+        })
+        .collect();
+
+    // Dedup: which layers exist already. Hits below the last miss are downloaded (from the
+    // target) to stack the misses on; hits above it are not needed at all.
+    let reuse: Vec<Option<Reuse>> = source
+        .chain_ids
+        .iter()
+        .map(|c| dedup.find_layer(c))
+        .collect();
+    let last_miss = reuse.iter().rposition(Option::is_none);
+
+    let mut run = Run {
+        opts,
+        lowers: Vec::new(),
+        base: 0,
+        pending: Vec::new(),
+        outputs: vec![None; n],
+        reports,
+        uploader: Uploader::start(dst.clone(), !opts.no_upload, opts.progress.clone()),
+        dedup: dedup.clone(),
+        ids: ids.clone(),
+    };
+    let mut base_out: Option<Reuse> = None;
     if !opts.mkfs {
         let raw = work.join("ext4_64");
         baselayer::extract(&raw)?;
-        lowers.push(Arc::new(detect::open_layer(&raw)?));
+        run.lowers.push(Arc::new(detect::open_layer(&raw)?));
         let tar = baselayer::upload_tar(
             &std::fs::read(&raw).map_err(|e| ConvertError::io("baselayer", e))?,
         );
         let p = work.join("ext4_64.tar");
         std::fs::write(&p, &tar).map_err(|e| ConvertError::io("writing the baselayer tar", e))?;
-        base_blob = Some((p, digest::sha256(&tar), tar.len() as u64));
+        let out = Reuse {
+            digest: digest::sha256(&tar),
+            size: tar.len() as u64,
+        };
+        run.uploader.send(Push {
+            layer: None,
+            path: p,
+            digest: out.digest.clone(),
+            size: out.size,
+            then: None,
+        });
+        base_out = Some(out);
         tracing::info!("using the upstream baselayer");
     }
+    run.base = run.lowers.len();
     let vsize = if opts.mkfs {
         opts.vsize_gb << 30
     } else {
         64 << 30
     };
     let remote = !src.is_local();
-    let downloads = if remote {
-        Some(prefetch(
+    // Background downloads of the source layers that must be converted.
+    let mut downloads: Vec<Option<fetch::Download>> = vec![None; n];
+    if remote {
+        let todo: Vec<usize> = (0..n)
+            .filter(|&i| reuse[i].is_none() && Some(i) <= last_miss)
+            .collect();
+        let jobs = todo
+            .iter()
+            .map(|&i| Job {
+                layer: ids[i].clone(),
+                digest: source.layers[i].0.clone(),
+                size: source.layers[i].1,
+                path: work.join(format!("{i:04}.blob")),
+            })
+            .collect();
+        let dls = fetch::prefetch(
             src.clone(),
-            &layers,
-            work,
+            jobs,
             opts.download_concurrency,
-        ))
-    } else {
-        None
-    };
-    let uploader = Uploader::start(dst.clone(), !opts.no_upload);
-    if let Some((p, d, s)) = &base_blob {
-        uploader.send(p.clone(), d.clone(), *s);
+            opts.progress.clone(),
+        );
+        for (i, dl) in todo.into_iter().zip(dls) {
+            downloads[i] = Some(dl);
+        }
     }
 
-    let base_lowers = lowers.len();
-    let mut pending: Vec<CommitJob> = Vec::new();
-    let mut out_layers: Vec<Value> = Vec::new();
-    let mut out_diff_ids: Vec<String> = Vec::new();
-    if let Some((_, d, s)) = &base_blob {
-        out_layers.push(image::native_layer(d, *s, opts.flavor));
-        out_diff_ids.push(d.clone());
-    }
-    for (i, (ldigest, lsize)) in layers.iter().enumerate() {
+    for i in 0..n {
+        let (ldigest, _, _) = &source.layers[i];
+        let id = &ids[i];
+        if let Some(hit) = &reuse[i] {
+            run.reports[i].dedup_hit = true;
+            run.reports[i].output_digest = hit.digest.clone();
+            run.reports[i].output_size = hit.size;
+            opts.progress.reused(id, &hit.digest);
+            if Some(i) < last_miss {
+                // Needed below a layer to convert: fetch it, digest checked.
+                let t = Instant::now();
+                opts.progress.start(id, Stage::Download, Some(hit.size));
+                let p = work.join(format!("{i:04}.reused"));
+                let bytes = fetch::download_to(dst.as_ref(), &hit.digest, &p)?;
+                let s = StageReport {
+                    seconds: t.elapsed().as_secs_f64(),
+                    bytes,
+                };
+                opts.progress.finish(id, Stage::Download, bytes, s.seconds);
+                run.reports[i].download = Some(s);
+                run.lowers.push(Arc::new(detect::open_layer(&p)?));
+            }
+            run.outputs[i] = Some(hit.clone());
+            tracing::info!("{id}: reusing {} from the dedup database", hit.digest);
+            continue;
+        }
         let t = Instant::now();
         let ldir = work.join(format!("{i:04}_{}", ldigest.replace(':', "_")));
         std::fs::create_dir_all(&ldir)
@@ -423,50 +398,35 @@ pub fn convert_manifest(
         } else {
             RwKind::Sparse
         };
-        let lvsize = if i == 0 {
-            vsize
-        } else {
-            lowers.last().map(|l| l.virtual_size()).unwrap_or(vsize)
+        let lvsize = match run.lowers.last() {
+            Some(l) if i > 0 || !opts.mkfs => l.virtual_size(),
+            _ => vsize,
         };
         let upper = RwLayer::create(&wd, &wi, lvsize, kind, Uuid::NULL, Uuid::NULL)?;
-        let stack = Stack::new(lowers.clone(), Some(upper))?;
+        let stack = Stack::new(run.lowers.clone(), Some(upper))?;
+        opts.progress
+            .start(id, Stage::Apply, Some(source.layers[i].1));
         let mut fs = if i == 0 && opts.mkfs {
             tracing::info!("mkfs in layer 0, vsize {} GiB", opts.vsize_gb);
             Ext4::mkfs(stack, &MkfsOptions::default())?
         } else {
             Ext4::open(stack)?
         };
-        let input: Box<dyn std::io::Read + Send> = match &downloads {
-            Some(dls) => Box::new(TailReader {
-                path: dls[i].0.clone(),
-                file: None,
-                pos: 0,
-                dl: dls[i].1.clone(),
-            }),
+        let input: Box<dyn std::io::Read + Send> = match &downloads[i] {
+            Some(dl) => Box::new(TailReader::new(
+                work.join(format!("{i:04}.blob")),
+                dl.clone(),
+            )),
             None => src.fetch_blob(ldigest)?,
         };
-        let stats = obd_tar::apply_layer(&mut fs, input).map_err(|e| match e {
-            obd_tar::ApplyError::Io(ioe) => match ioe.kind() {
-                // Corrupt compressed data (flate2/zstd report InvalidInput) or a digest mismatch.
-                std::io::ErrorKind::InvalidData
-                | std::io::ErrorKind::InvalidInput
-                | std::io::ErrorKind::UnexpectedEof => {
-                    ConvertError::BadInput(format!("layer {i} ({ldigest}): {ioe}"))
-                }
-                std::io::ErrorKind::NotFound => {
-                    ConvertError::NotFound(format!("layer {i} ({ldigest}): {ioe}"))
-                }
-                std::io::ErrorKind::PermissionDenied => {
-                    ConvertError::Auth(format!("layer {i} ({ldigest}): {ioe}"))
-                }
-                _ => ConvertError::io(format!("layer {i} ({ldigest})"), ioe),
-            },
-            other => ConvertError::from(other),
-        })?;
-        if stats.diff_id != diff_ids[i] {
+        let mut counted =
+            CountingReader::new(input, opts.progress.clone(), id.clone(), Stage::Apply);
+        let stats =
+            obd_tar::apply_layer(&mut fs, &mut counted).map_err(|e| apply_error(i, ldigest, e))?;
+        if stats.diff_id != source.diff_ids[i] {
             return Err(ConvertError::BadInput(format!(
                 "layer {i} ({ldigest}) uncompresses to {}, but the config says diff_id {}",
-                stats.diff_id, diff_ids[i]
+                stats.diff_id, source.diff_ids[i]
             )));
         }
         fs.flush()?;
@@ -474,28 +434,47 @@ pub fn convert_manifest(
             .into_device()
             .into_upper()
             .expect("the stack has an upper");
+        let apply = StageReport {
+            seconds: t.elapsed().as_secs_f64(),
+            bytes: counted.bytes,
+        };
+        opts.progress
+            .finish(id, Stage::Apply, apply.bytes, apply.seconds);
+        if let Some(dl) = &downloads[i] {
+            run.reports[i].download = fetch::wait(dl).ok();
+        }
+        {
+            let r = &mut run.reports[i];
+            r.entries = stats.entries;
+            r.tar_bytes = stats.tar_bytes;
+            r.bytes_read = counted.bytes;
+            r.apply = Some(apply);
+        }
+        let chain = &source.chain_ids[i];
         let copts = CommitOptions {
             virtual_size: upper.virtual_size(),
-            uuid: Some(uuid_of(&chains[i])?),
+            uuid: Some(uuid_of(chain)?),
             parent_uuid: if i > 0 {
-                uuid_of(&chains[i - 1])?
+                uuid_of(&source.chain_ids[i - 1])?
             } else {
                 Uuid::NULL
             },
             user_tag: Vec::new(),
         };
+        run.reports[i].uuid = copts.uuid.map(|u| u.to_string()).unwrap_or_default();
         // The next layer stacks on this one's writable data while it is committed in the
         // background (decompression of the next layer and compression of this one overlap).
         let segs = upper.index().dump();
         let src_file = obd_format::io::FileSource::open(&wd)
             .map_err(|e| ConvertError::io(format!("opening {}", wd.display()), e))?;
         let view = LsmtRo::from_index(Arc::new(src_file), segs, upper.virtual_size())?;
-        lowers.push(Arc::new(view));
+        run.lowers.push(Arc::new(view));
         let commit = ldir.join("overlaybd.commit");
-        let uuid_str = copts.uuid.map(|u| u.to_string()).unwrap_or_default();
         let zopts = opts.zfile;
         let (reserve, wi2) = (opts.reserve, wi.clone());
-        let job = std::thread::spawn(move || -> Result<(PathBuf, String, u64)> {
+        opts.progress.start(id, Stage::Commit, None);
+        let handle = std::thread::spawn(move || -> Result<(PathBuf, String, u64, StageReport)> {
+            let t = Instant::now();
             let out = File::create(&commit)
                 .map_err(|e| ConvertError::io(format!("creating {}", commit.display()), e))?;
             let wrap = Wrapping {
@@ -510,62 +489,58 @@ pub fn convert_manifest(
             if !reserve {
                 let _ = std::fs::remove_file(&wi2);
             }
-            Ok((commit, d, size))
+            let st = StageReport {
+                seconds: t.elapsed().as_secs_f64(),
+                bytes: size,
+            };
+            Ok((commit, d, size, st))
         });
         if !opts.reserve && remote {
             let _ = std::fs::remove_file(work.join(format!("{i:04}.blob")));
         }
-        pending.push((i, job, wd.clone()));
-        // Keep at most one commit in flight: collect the older ones in order.
-        finish_commits(
-            1,
-            &mut pending,
-            &mut lowers,
-            base_lowers,
-            &uploader,
-            &mut out_layers,
-            &mut out_diff_ids,
-            opts,
-        )?;
-        report.layers.push(LayerReport {
+        run.pending.push(CommitJob {
             index: i,
-            source_digest: ldigest.clone(),
-            source_size: *lsize,
-            diff_id: stats.diff_id.clone(),
-            output_digest: String::new(),
-            output_size: 0,
-            uuid: uuid_str,
-            entries: stats.entries,
-            tar_bytes: stats.tar_bytes,
-            apply_commit_seconds: t.elapsed().as_secs_f64(),
+            handle,
+            writable_data: wd.clone(),
+            chain_id: chain.clone(),
         });
+        // Keep at most one commit in flight: collect the older ones in order.
+        run.finish_commits(1)?;
         tracing::info!(
-            "layer {i} applied: {} entries, {} tar bytes",
+            "{id} applied: {} entries, {} tar bytes",
             stats.entries,
             stats.tar_bytes
         );
     }
-    finish_commits(
-        0,
-        &mut pending,
-        &mut lowers,
-        base_lowers,
-        &uploader,
-        &mut out_layers,
-        &mut out_diff_ids,
-        opts,
-    )?;
-    for (r, l) in report
-        .layers
-        .iter_mut()
-        .zip(out_layers.iter().skip(base_lowers))
-    {
-        r.output_digest = l["digest"].as_str().unwrap_or_default().to_string();
-        r.output_size = l["size"].as_u64().unwrap_or(0);
-    }
+    run.finish_commits(0)?;
+    let Run {
+        outputs,
+        mut reports,
+        uploader,
+        ..
+    } = run;
+    let done = uploader.done.clone();
     uploader.finish()?;
+    let uploaded = done.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut out_layers: Vec<Value> = Vec::new();
+    let mut out_diff_ids: Vec<String> = Vec::new();
+    for o in base_out.iter().chain(outputs.iter().flatten()) {
+        out_layers.push(image::native_layer(&o.digest, o.size, opts.flavor));
+        out_diff_ids.push(o.digest.clone());
+    }
+    for (r, o) in reports.iter_mut().zip(&outputs) {
+        let o = o.as_ref().expect("every layer has an output");
+        r.output_digest = o.digest.clone();
+        r.output_size = o.size;
+        if !r.dedup_hit {
+            r.upload = uploaded
+                .iter()
+                .find(|(d, _)| *d == o.digest)
+                .map(|(_, s)| s.clone());
+        }
+    }
 
-    let new_cfg = image::convert_config(&cfg_bytes, &out_diff_ids)?;
+    let new_cfg = image::convert_config(&source.config, &out_diff_ids)?;
     let cfg_desc = Desc {
         media_type: opts.flavor.config().into(),
         digest: digest::sha256(&new_cfg),
@@ -578,7 +553,13 @@ pub fn convert_manifest(
         tracing::info!("config uploaded");
     }
     let referrer = opts.referrer.then_some((image::ARTIFACT_NATIVE, desc));
-    let mbuf = image::build_manifest(&m, opts.flavor, &cfg_desc, out_layers, referrer);
+    let mbuf = image::build_manifest(
+        &source.manifest,
+        opts.flavor,
+        &cfg_desc,
+        out_layers,
+        referrer,
+    );
     if opts.dump_manifest {
         std::fs::write(work.join("manifest.json"), &mbuf)
             .map_err(|e| ConvertError::io("writing manifest.json", e))?;
@@ -594,9 +575,17 @@ pub fn convert_manifest(
         dst.push_manifest(&mbuf, &mdesc.media_type)?;
         tracing::info!("manifest uploaded, {}", mdesc.digest);
     }
-    report.output_digest = mdesc.digest.clone();
-    report.output_size = mdesc.size;
-    report.config_digest = cfg_desc.digest.clone();
-    report.seconds = t0.elapsed().as_secs_f64();
+    let report = ManifestReport {
+        platform: None,
+        source_digest: desc.digest.clone(),
+        output_digest: mdesc.digest.clone(),
+        output_size: mdesc.size,
+        output_media_type: mdesc.media_type.clone(),
+        config_digest: cfg_desc.digest.clone(),
+        config_size: cfg_desc.size,
+        dedup_hit: false,
+        layers: reports,
+        seconds: t0.elapsed().as_secs_f64(),
+    };
     Ok((mdesc, mbuf, report))
 }

@@ -95,6 +95,16 @@ impl Store for RegistryStore {
         ))
     }
 
+    fn location(&self) -> (String, String) {
+        (self.client.host().to_string(), self.repo.clone())
+    }
+
+    fn mount_blob(&self, digest: &str, from_repo: &str) -> Result<bool> {
+        self.client
+            .mount_blob(&self.repo, from_repo, digest)
+            .map_err(map_err)
+    }
+
     fn has_blob(&self, digest: &str) -> Result<Option<u64>> {
         self.client.head_blob(&self.repo, digest).map_err(map_err)
     }

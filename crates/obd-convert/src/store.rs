@@ -60,6 +60,14 @@ pub trait Store: Send + Sync {
     fn is_local(&self) -> bool {
         false
     }
+    /// `(host, repository)` naming this store in the dedup database.
+    fn location(&self) -> (String, String);
+    /// Makes blob `digest` of repository `from_repo` (same host) available here without
+    /// uploading it; `Ok(false)` when the registry would not mount it.
+    fn mount_blob(&self, digest: &str, from_repo: &str) -> Result<bool> {
+        let _ = (digest, from_repo);
+        Ok(false)
+    }
 }
 
 /// A reader that checks the sha256 of everything it read when it reaches the end.
@@ -172,6 +180,11 @@ impl Store for OciLayout {
 
     fn is_local(&self) -> bool {
         true
+    }
+
+    fn location(&self) -> (String, String) {
+        let dir = std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone());
+        ("oci-layout".into(), dir.display().to_string())
     }
 
     fn resolve(&self, reference: &str) -> Result<Desc> {

@@ -6,6 +6,8 @@
 //! * [`tarwrap`]: the single-member tar wrapper that `overlaybd-commit -t` puts around a blob.
 //! * [`detect`]: opens any layer file whatever its wrapping, and describes it.
 //! * [`config`]: the overlaybd image config JSON (`lowers[]`, `upper`).
+//! * [`gzindex`]: the TurboOCIv1 gzip random-access index (`gzip.meta`): built while
+//!   decompressing, and read through as a random-access view of the gzip blob.
 //!
 //! All integers on disk are little-endian; "sector" means 512 bytes.
 
@@ -13,6 +15,7 @@ pub mod config;
 pub mod crc;
 pub mod detect;
 pub mod error;
+pub mod gzindex;
 pub mod io;
 pub mod lsmt;
 pub mod output;

@@ -4,9 +4,15 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{ArgAction, Parser};
+use std::sync::Arc;
+
 use obd_cli::net::{convert_exit_code, NetArgs};
+use obd_cli::progress::{Bars, Lines};
+use obd_convert::dedup::DedupHandle;
+use obd_convert::dedup_db::DbDedup;
 use obd_convert::image::Flavor;
 use obd_convert::native::NativeOptions;
+use obd_convert::progress::{Progress, ProgressSink};
 use obd_convert::{ConvertError, ConvertOptions};
 use obd_format::zfile::{Algorithm, ZFileOptions};
 
@@ -71,10 +77,10 @@ struct Args {
     /// build overlaybd format
     #[arg(long)]
     overlaybd: Option<String>,
-    /// db str for overlaybd conversion
+    /// db str for overlaybd conversion: a MySQL DSN (user:pass@tcp(host:port)/db) or an SQLite file path
     #[arg(long = "db-str")]
     db_str: Option<String>,
-    /// type of db to use for conversion deduplication. Available: mysql. Default none
+    /// type of db to use for conversion deduplication. Available: mysql, sqlite, none. Default: sqlite in ~/.cache/obdconv (env OBDCONV_DB_TYPE overrides)
     #[arg(long = "db-type")]
     db_type: Option<String>,
     /// the number of manifests that can be built at the same time, used for multi-arch images, 0 means no limit
@@ -112,12 +118,24 @@ struct Args {
     /// write a JSON report of the conversion to this file
     #[arg(long)]
     report: Option<PathBuf>,
+    /// no progress bars, even on a terminal (log lines instead)
+    #[arg(long = "no-progress")]
+    no_progress: bool,
 }
 
 fn main() {
     let args = Args::parse();
-    obd_cli::init_logging(args.verbose);
-    match run(args) {
+    // Bars only on a terminal; elsewhere one log line per finished stage.
+    let progress: Arc<dyn Progress> =
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) && !args.no_progress {
+            let bars = Bars::new();
+            obd_cli::init_logging_above(args.verbose, Some(bars.multi()));
+            bars
+        } else {
+            obd_cli::init_logging(args.verbose);
+            Arc::new(Lines)
+        };
+    match run(args, progress) {
         Ok(()) => std::process::exit(0),
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -126,7 +144,70 @@ fn main() {
     }
 }
 
-fn run(a: Args) -> Result<()> {
+/// The dedup database chosen by `--db-type`/`--db-str` (default: SQLite in the user's cache
+/// directory). A database that cannot be opened gives a warning and no dedup.
+fn open_dedup(a: &Args) -> Result<Option<Arc<dyn obd_dedup::DedupDb>>> {
+    let env_type = std::env::var("OBDCONV_DB_TYPE")
+        .ok()
+        .filter(|s| !s.is_empty());
+    let ty = a.db_type.clone().or(env_type);
+    let (ty, s) = match (ty.as_deref(), a.db_str.as_deref()) {
+        (Some("none"), _) => return Ok(None),
+        (Some("mysql"), None) => {
+            return Err(anyhow::Error::new(ConvertError::Unsupported(
+                "--db-type mysql needs --db-str user:pass@tcp(host:port)/db".into(),
+            )))
+        }
+        (Some(t), Some(s)) => (t.to_string(), s.to_string()),
+        (None, Some(s)) if s.contains("@tcp(") || s.contains("@unix(") || s.contains("@/") => {
+            ("mysql".to_string(), s.to_string())
+        }
+        (ty, s) => {
+            let path = match s {
+                Some(p) => PathBuf::from(p),
+                None => {
+                    let base = std::env::var_os("XDG_CACHE_HOME")
+                        .map(PathBuf::from)
+                        .or_else(|| {
+                            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache"))
+                        });
+                    let Some(base) = base else {
+                        tracing::warn!("no cache directory (HOME unset): converting without dedup");
+                        return Ok(None);
+                    };
+                    let dir = base.join("obdconv");
+                    if let Err(e) = std::fs::create_dir_all(&dir) {
+                        tracing::warn!(
+                            "cannot create {}: {e}; converting without dedup",
+                            dir.display()
+                        );
+                        return Ok(None);
+                    }
+                    dir.join("dedup.sqlite")
+                }
+            };
+            (
+                ty.unwrap_or("sqlite").to_string(),
+                path.display().to_string(),
+            )
+        }
+    };
+    match obd_dedup::open(&ty, &s) {
+        Ok(db) => {
+            tracing::debug!("dedup database: {ty}");
+            Ok(Some(Arc::from(db)))
+        }
+        Err(e @ obd_dedup::Error::UnknownDbType(_)) => {
+            Err(anyhow::Error::new(ConvertError::Unsupported(e.to_string())))
+        }
+        Err(e) => {
+            tracing::warn!("dedup database unavailable ({e}); converting without dedup");
+            Ok(None)
+        }
+    }
+}
+
+fn run(a: Args, progress: Arc<dyn Progress>) -> Result<()> {
     let usage = |m: &str| anyhow::Error::new(ConvertError::Unsupported(m.to_string()));
     let reference = match (&a.input_tag, &a.input_digest) {
         (Some(t), _) => t.clone(),
@@ -157,9 +238,6 @@ fn run(a: Args) -> Result<()> {
         return Err(usage(
             "--fstype erofs applies to TurboOCIv1 only, which is not implemented yet",
         ));
-    }
-    if a.db_type.is_some() || a.db_str.is_some() {
-        tracing::warn!("conversion deduplication (--db-type/--db-str) is not implemented yet; converting without it");
     }
     if a.username.is_some() || a.net.any_set() {
         tracing::debug!("registry options are ignored for oci: repositories");
@@ -199,11 +277,25 @@ fn run(a: Args) -> Result<()> {
             no_upload: a.no_upload,
             dump_manifest: a.dump_manifest,
             download_concurrency: 3,
+            progress: ProgressSink(progress),
         },
         work_dir: run_dir.clone(),
         concurrency: a.concurrency_limit,
         platforms: a.platform.clone(),
+        dedup: Default::default(),
     };
+    let mut opts = opts;
+    if let Some(db) = open_dedup(&a)? {
+        let (lp, mp) = obd_convert::dedup_db::profiles(&opts.native, "native")
+            .context("building the dedup profile")?;
+        opts.dedup = DedupHandle(Arc::new(DbDedup::new(
+            db,
+            dst.clone(),
+            lp,
+            mp,
+            opts.native.flavor.manifest(),
+        )));
+    }
     // SIGINT/SIGTERM: drop the work directory and leave; the tag only moves at the very end.
     {
         let (dir, reserve) = (run_dir.clone(), a.reserve);

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod reg;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -9,8 +11,11 @@ pub fn obd() -> Command {
     Command::new(env!("CARGO_BIN_EXE_obd"))
 }
 
+/// The `convertor` binary, without a dedup database unless the test asks for one.
 pub fn convertor() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_convertor"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_convertor"));
+    c.env("OBDCONV_DB_TYPE", "none");
+    c
 }
 
 pub fn testdata() -> PathBuf {

@@ -4,6 +4,9 @@
 //! header (flags 0x07) · data copied in 64-sector steps, one entry per step · the index,
 //! compressed greedily and padded with invalid entries to a multiple of 256 · trailer
 //! (flags 0x06). Zeroed entries carry the current data cursor as `moffset`.
+//!
+//! [`commit_warp`] is the TurboOCI variant: remote (tag 1) entries are kept as they are, tags
+//! stay in the index, and the index is not padded.
 
 use std::io::Write;
 
@@ -46,7 +49,31 @@ pub fn commit<W: Write>(
     segments: &[Segment],
     sources: &[&dyn ReadAt],
     opts: &CommitOptions,
+    out: W,
+) -> Result<CommitStats> {
+    commit_impl(segments, sources, opts, out, false)
+}
+
+/// Writes a committed TurboOCI **warp** layer (upstream `LSMTWarpFile::commit`): entries with
+/// tag 1 ([`super::warp::TAG_REMOTE`]) point into the target file and are written as they are
+/// (tag and `moffset` kept); zeroed entries get the data cursor as usual; the other entries
+/// (tag 0, fs-meta) have their data copied from `fsmeta` at `moffset * 512`. The index is
+/// compressed greedily, keeps the tags, and is **not** padded. Header flags 0x07, trailer 0x06.
+pub fn commit_warp<W: Write>(
+    segments: &[Segment],
+    fsmeta: &dyn ReadAt,
+    opts: &CommitOptions,
+    out: W,
+) -> Result<CommitStats> {
+    commit_impl(segments, &[fsmeta], opts, out, true)
+}
+
+fn commit_impl<W: Write>(
+    segments: &[Segment],
+    sources: &[&dyn ReadAt],
+    opts: &CommitOptions,
     mut out: W,
+    warp: bool,
 ) -> Result<CommitStats> {
     let mut ht = HeaderTrailer::new(FLAG_HEADER | FLAG_DATA | FLAG_SEALED, opts.virtual_size);
     ht.uuid = opts.uuid.unwrap_or(Uuid::NULL);
@@ -66,6 +93,10 @@ pub fn commit<W: Write>(
             )));
         }
         prev_end = m.end();
+        if warp && m.tag == super::warp::TAG_REMOTE {
+            entries.push(*m);
+            continue;
+        }
         if m.zeroed {
             entries.push(Segment { moffset: cur, ..*m });
             continue;
@@ -98,7 +129,7 @@ pub fn commit<W: Write>(
     }
     index::compress(&mut entries);
     let valid = entries.len() as u64;
-    if !entries.len().is_multiple_of(256) {
+    if !warp && !entries.len().is_multiple_of(256) {
         entries.resize(entries.len().div_ceil(256) * 256, Segment::INVALID);
     }
     let mut ib = Vec::with_capacity(entries.len() * 16);

@@ -8,6 +8,8 @@
 //! * [`rw`]: writable layers (append-only data+index files, or sparse data files).
 //! * [`commit`]: compaction of a layer's mappings into a committed read-only layer.
 //! * [`stack`]: a virtual block device over lowers (bottom → top) and an optional upper.
+//! * [`warp`]: the TurboOCI warp writable layer (fs-meta image + remote mappings into the
+//!   original tar) and its commit.
 
 pub mod commit;
 pub mod header;
@@ -16,13 +18,15 @@ pub mod ro;
 pub mod rw;
 pub mod segment;
 pub mod stack;
+pub mod warp;
 
-pub use commit::{commit, CommitOptions};
+pub use commit::{commit, commit_warp, CommitOptions};
 pub use header::{HeaderTrailer, HT_SPACE};
 pub use ro::LsmtRo;
 pub use rw::{RwKind, RwLayer};
 pub use segment::Segment;
 pub use stack::Stack;
+pub use warp::WarpLayer;
 
 /// Bytes per sector: every LSMT offset and length is a multiple of this.
 pub const SECTOR: u64 = 512;

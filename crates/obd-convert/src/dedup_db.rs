@@ -1,0 +1,233 @@
+//! [`Dedup`] over a dedup database (`obd-dedup`: MySQL with upstream's tables, or SQLite).
+//!
+//! A row is only trusted after the registry confirms it: a same-repository layer row needs
+//! a HEAD that finds the blob, another repository's row needs a cross-repo mount that the
+//! registry answers with 201. A row whose blob is gone is deleted (only while it still
+//! points at that blob). Rows are written after the blob or manifest is in the registry.
+//! Database errors never fail a conversion: they are logged and count as misses.
+
+use std::sync::Arc;
+
+use obd_dedup::{DedupDb, LayerEntry, LayerKey, ManifestEntry, ManifestKey, Profile};
+
+use crate::dedup::{Dedup, Reuse};
+use crate::store::{Desc, Store};
+
+/// How many other repositories' rows are tried for a cross-repo mount.
+const MOUNT_CANDIDATES: usize = 4;
+
+/// The dedup database bound to one target store and one output profile.
+pub struct DbDedup {
+    db: Arc<dyn DedupDb>,
+    dst: Arc<dyn Store>,
+    host: String,
+    repo: String,
+    /// Profile of layer rows (every option that changes layer bytes).
+    layer_profile: Profile,
+    /// Profile of manifest rows (the layer profile plus manifest-only options).
+    manifest_profile: Profile,
+    /// Media type of the manifests this conversion writes.
+    manifest_media_type: String,
+}
+
+impl DbDedup {
+    pub fn new(
+        db: Arc<dyn DedupDb>,
+        dst: Arc<dyn Store>,
+        layer_profile: Profile,
+        manifest_profile: Profile,
+        manifest_media_type: &str,
+    ) -> Self {
+        let (host, repo) = dst.location();
+        DbDedup {
+            db,
+            dst,
+            host,
+            repo,
+            layer_profile,
+            manifest_profile,
+            manifest_media_type: manifest_media_type.to_string(),
+        }
+    }
+
+    fn layer_key(&self, chain_id: &str) -> LayerKey {
+        LayerKey {
+            host: self.host.clone(),
+            repo: self.repo.clone(),
+            chain_id: chain_id.to_string(),
+            profile: self.layer_profile.clone(),
+        }
+    }
+
+    fn manifest_key(&self, src: &str) -> ManifestKey {
+        ManifestKey {
+            host: self.host.clone(),
+            repo: self.repo.clone(),
+            src_digest: src.to_string(),
+            media_type: self.manifest_media_type.clone(),
+            profile: self.manifest_profile.clone(),
+        }
+    }
+
+    fn same_repo_layer(&self, key: &LayerKey) -> Option<Reuse> {
+        let e = match self.db.layer_in_repo(key) {
+            Ok(Some(e)) => e,
+            Ok(None) => return None,
+            Err(err) => {
+                tracing::warn!("dedup database lookup failed, converting: {err}");
+                return None;
+            }
+        };
+        match self.dst.has_blob(&e.digest) {
+            Ok(Some(_)) => Some(Reuse {
+                digest: e.digest,
+                size: e.size,
+            }),
+            Ok(None) => {
+                tracing::info!(
+                    "dedup row for {} points at missing blob {}; deleting it",
+                    key.chain_id,
+                    e.digest
+                );
+                if let Err(err) = self.db.delete_layer(key, Some(&e.digest)) {
+                    tracing::warn!("deleting a stale dedup row failed: {err}");
+                }
+                None
+            }
+            Err(err) => {
+                tracing::warn!("checking {} in the registry failed: {err}", e.digest);
+                None
+            }
+        }
+    }
+
+    fn other_repo_layer(&self, key: &LayerKey) -> Option<Reuse> {
+        let rows = match self.db.layer_in_other_repos(key, MOUNT_CANDIDATES) {
+            Ok(r) => r,
+            Err(err) => {
+                tracing::warn!("dedup database lookup failed, converting: {err}");
+                return None;
+            }
+        };
+        for e in rows {
+            match self.dst.mount_blob(&e.digest, &e.key.repo) {
+                Ok(true) => {
+                    tracing::info!("mounted {} from {}", e.digest, e.key.repo);
+                    let r = Reuse {
+                        digest: e.digest,
+                        size: e.size,
+                    };
+                    // The blob is in this repository now: remember it here too.
+                    self.record_layer(&key.chain_id, &r);
+                    return Some(r);
+                }
+                Ok(false) => {
+                    tracing::debug!("mount of {} from {} refused", e.digest, e.key.repo)
+                }
+                Err(err) => {
+                    tracing::warn!("mount of {} from {} failed: {err}", e.digest, e.key.repo)
+                }
+            }
+        }
+        None
+    }
+}
+
+impl Dedup for DbDedup {
+    fn find_layer(&self, chain_id: &str) -> Option<Reuse> {
+        let key = self.layer_key(chain_id);
+        self.same_repo_layer(&key)
+            .or_else(|| self.other_repo_layer(&key))
+    }
+
+    fn record_layer(&self, chain_id: &str, output: &Reuse) {
+        let e = LayerEntry {
+            key: self.layer_key(chain_id),
+            digest: output.digest.clone(),
+            size: output.size,
+        };
+        if let Err(err) = self.db.put_layer(&e) {
+            tracing::warn!("recording layer {chain_id} in the dedup database failed: {err}");
+        }
+    }
+
+    fn find_manifest(&self, source_digest: &str) -> Option<Desc> {
+        let key = self.manifest_key(source_digest);
+        let e = match self.db.manifest_in_repo(&key) {
+            Ok(Some(e)) => e,
+            Ok(None) => return None,
+            Err(err) => {
+                tracing::warn!("dedup database lookup failed, converting: {err}");
+                return None;
+            }
+        };
+        let desc = Desc {
+            media_type: e.key.media_type.clone(),
+            digest: e.digest.clone(),
+            size: e.size,
+        };
+        match self.dst.fetch_manifest(&desc) {
+            Ok(_) => Some(desc),
+            Err(crate::ConvertError::NotFound(_)) => {
+                tracing::info!(
+                    "dedup row for manifest {source_digest} points at missing {}; deleting it",
+                    e.digest
+                );
+                if let Err(err) = self.db.delete_manifest(&key, Some(&e.digest)) {
+                    tracing::warn!("deleting a stale dedup row failed: {err}");
+                }
+                None
+            }
+            Err(err) => {
+                tracing::warn!("checking manifest {} failed: {err}", e.digest);
+                None
+            }
+        }
+    }
+
+    fn record_manifest(&self, source_digest: &str, output: &Desc) {
+        let e = ManifestEntry {
+            key: self.manifest_key(source_digest),
+            digest: output.digest.clone(),
+            size: output.size,
+        };
+        if let Err(err) = self.db.put_manifest(&e) {
+            tracing::warn!(
+                "recording manifest {source_digest} in the dedup database failed: {err}"
+            );
+        }
+    }
+}
+
+/// Version of obdconv's output format: bump whenever the same input and options would give
+/// different bytes, so rows of older versions stop matching.
+pub const FORMAT_VERSION: &str = "obdconv-1";
+
+/// The layer and manifest profiles of a conversion with `opts` by `engine`
+/// (`native` or `turbo-<fstype>`).
+pub fn profiles(
+    opts: &crate::native::NativeOptions,
+    engine: &str,
+) -> obd_dedup::Result<(Profile, Profile)> {
+    let mut fields: Vec<(&str, String)> = vec![
+        ("format", FORMAT_VERSION.into()),
+        ("engine", engine.into()),
+        ("mkfs", opts.mkfs.to_string()),
+        (
+            "vsize_gb",
+            if opts.mkfs {
+                opts.vsize_gb.to_string()
+            } else {
+                "baselayer".into()
+            },
+        ),
+        ("algorithm", format!("{:?}", opts.zfile.algorithm)),
+        ("block_size", opts.zfile.block_size.to_string()),
+        ("oci", opts.flavor.oci.to_string()),
+        ("sparse", (!opts.disable_sparse).to_string()),
+    ];
+    let layer = Profile::from_fields(fields.iter().map(|(k, v)| (*k, v.as_str())))?;
+    fields.push(("referrer", opts.referrer.to_string()));
+    let manifest = Profile::from_fields(fields.iter().map(|(k, v)| (*k, v.as_str())))?;
+    Ok((layer, manifest))
+}
