@@ -16,6 +16,16 @@ use crate::native::{self, NativeOptions};
 use crate::report::{ManifestReport, Totals};
 use crate::store::{Desc, Store};
 
+/// Which kind of image to build.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Engine {
+    /// Native overlaybd layers (ext4 in LSMT/ZFile blobs).
+    #[default]
+    Native,
+    /// TurboOCIv1: fs metadata of `fstype` pointing into the original layers.
+    Turbo { fstype: String },
+}
+
 /// Options of a conversion.
 #[derive(Clone, Debug)]
 pub struct ConvertOptions {
@@ -26,8 +36,9 @@ pub struct ConvertOptions {
     pub concurrency: usize,
     /// Convert only these platforms (`os/arch[/variant]`); empty = all.
     pub platforms: Vec<String>,
-    /// Reuse of earlier conversions.
+    /// Reuse of earlier conversions (native engine only).
     pub dedup: DedupHandle,
+    pub engine: Engine,
 }
 
 /// What a conversion did.
@@ -121,7 +132,10 @@ impl Ctx<'_> {
         let label = platform
             .clone()
             .unwrap_or_else(|| crate::digest::hex_of(&desc.digest)[..12].to_string());
-        let dedup = &self.opts.dedup.0;
+        let dedup = match self.opts.engine {
+            Engine::Native => self.opts.dedup.0.clone(),
+            Engine::Turbo { .. } => std::sync::Arc::new(crate::dedup::NoDedup),
+        };
         if let Some(out) = dedup.find_manifest(&desc.digest) {
             if let Ok(bytes) = self.dst.fetch_manifest(&out) {
                 tracing::info!("{label}: reusing converted manifest {} (dedup)", out.digest);
@@ -141,15 +155,26 @@ impl Ctx<'_> {
                 return Ok((out, bytes));
             }
         }
-        let r = native::convert_manifest(
-            self.src.clone(),
-            self.dst.clone(),
-            desc,
-            &work,
-            &self.opts.native,
-            &label,
-            dedup.clone(),
-        );
+        let r = match &self.opts.engine {
+            Engine::Native => native::convert_manifest(
+                self.src.clone(),
+                self.dst.clone(),
+                desc,
+                &work,
+                &self.opts.native,
+                &label,
+                dedup.clone(),
+            ),
+            Engine::Turbo { fstype } => crate::turbo::convert_manifest(
+                self.src.clone(),
+                self.dst.clone(),
+                desc,
+                &work,
+                &self.opts.native,
+                fstype,
+                &label,
+            ),
+        };
         if !self.opts.native.reserve {
             let _ = std::fs::remove_dir_all(&work);
         }
@@ -250,7 +275,11 @@ impl Ctx<'_> {
             v["mediaType"] = Value::String(out_mt.clone());
         }
         if self.opts.native.referrer {
-            v["artifactType"] = Value::String(image::ARTIFACT_NATIVE.into());
+            let at = match self.opts.engine {
+                Engine::Native => image::ARTIFACT_NATIVE,
+                Engine::Turbo { .. } => image::ARTIFACT_TURBO,
+            };
+            v["artifactType"] = Value::String(at.into());
             v["subject"] = desc.to_json();
         }
         let bytes = serde_json::to_vec(&v).expect("serialises");

@@ -18,6 +18,15 @@ pub const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar
 pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const ARTIFACT_NATIVE: &str = "application/vnd.containerd.overlaybd.native.v1+json";
 
+pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const ARTIFACT_TURBO: &str = "application/vnd.containerd.overlaybd.turbo.v1+json";
+pub const TURBO_VERSION: &str = "0.1.0-turbo.ociv1";
+pub const ANN_TURBO_TARGET_DIGEST: &str =
+    "containerd.io/snapshot/overlaybd/turbo-oci/target-digest";
+pub const ANN_TURBO_TARGET_MEDIA_TYPE: &str =
+    "containerd.io/snapshot/overlaybd/turbo-oci/target-media-type";
+pub const ANN_FS_TYPE: &str = "containerd.io/snapshot/overlaybd/blob-fs-type";
 pub const ANN_VERSION: &str = "containerd.io/snapshot/overlaybd/version";
 pub const ANN_BLOB_DIGEST: &str = "containerd.io/snapshot/overlaybd/blob-digest";
 pub const ANN_BLOB_SIZE: &str = "containerd.io/snapshot/overlaybd/blob-size";
@@ -90,6 +99,43 @@ pub fn native_layer(d: &str, size: u64, f: Flavor) -> Value {
             ANN_VERSION: NATIVE_VERSION,
         }
     })
+}
+
+/// A TurboOCIv1 layer descriptor: the `turboOCIv1.tar.gz` blob, pointing at the source
+/// layer `target` (`target_gzip`: whether its bytes are gzip, sniffed) by annotation. The
+/// target media type keeps the source's Docker/OCI family, as upstream.
+pub fn turbo_layer(
+    d: &str,
+    size: u64,
+    f: Flavor,
+    target: &str,
+    target_media_type: &str,
+    target_gzip: bool,
+    fstype: &str,
+) -> Value {
+    let docker = target_media_type.starts_with("application/vnd.docker.");
+    let tmt = match (docker, target_gzip) {
+        (true, true) => DOCKER_LAYER_GZIP,
+        (true, false) => DOCKER_LAYER_TAR,
+        (false, true) => OCI_LAYER_GZIP,
+        (false, false) => OCI_LAYER_TAR,
+    };
+    let mut v = json!({
+        "mediaType": if f.oci { OCI_LAYER_GZIP } else { DOCKER_LAYER_GZIP },
+        "digest": d,
+        "size": size,
+        "annotations": {
+            ANN_BLOB_DIGEST: d,
+            ANN_BLOB_SIZE: size.to_string(),
+            ANN_TURBO_TARGET_DIGEST: target,
+            ANN_TURBO_TARGET_MEDIA_TYPE: tmt,
+            ANN_VERSION: TURBO_VERSION,
+        }
+    });
+    if fstype != "ext4" {
+        v["annotations"][ANN_FS_TYPE] = json!(fstype);
+    }
+    v
 }
 
 /// The converted config: the source JSON with only `rootfs.diff_ids` replaced (every other

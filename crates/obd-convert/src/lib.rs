@@ -9,6 +9,7 @@
 //! * [`fetch`], [`upload`]: background downloads (readable while they arrive) and pushes.
 //! * [`dedup`]: reuse of earlier conversions ([`dedup::Dedup`]).
 //! * [`progress`], [`report`]: progress events per layer and stage; the JSON report.
+//! * [`turbo`]: the TurboOCIv1 engine (fs metadata pointing into the original layers).
 //! * [`baselayer`]: the upstream `ext4_64` baselayer used by `--mkfs=false`.
 //! * [`convert`]: the top level: resolve the source, walk indexes, convert each platform,
 //!   push, tag.
@@ -26,7 +27,8 @@ pub mod progress;
 pub mod registry_store;
 pub mod report;
 pub mod store;
+pub mod turbo;
 pub mod upload;
 
-pub use convert::{convert, ConvertOptions, ConvertReport};
+pub use convert::{convert, ConvertOptions, ConvertReport, Engine};
 pub use error::{ConvertError, Result};

@@ -124,11 +124,6 @@ impl Lower {
     }
 
     pub fn open(&self) -> Result<Arc<LsmtRo>> {
-        if !self.gzip_index.is_empty() {
-            return Err(FormatError::Invalid(
-                "gzip-indexed TurboOCI lowers are not supported yet".into(),
-            ));
-        }
         let path = self.local_path().ok_or_else(|| {
             FormatError::Invalid(format!(
                 "layer {} has no local file (remote blobs are not fetched by this tool)",
@@ -141,8 +136,15 @@ impl Lower {
         })?;
         if !self.target_file.is_empty() {
             let u = detect::unwrap(detect::open_file(&path)?)?;
-            let t = detect::unwrap(detect::open_file(Path::new(&self.target_file))?)?;
-            return Ok(Arc::new(LsmtRo::open_warp(u.payload, t.payload)?));
+            let target = detect::open_file(Path::new(&self.target_file))?;
+            // A gzip target is read through its random-access index (TurboOCI `gzip.meta`).
+            let t: Arc<dyn crate::io::ReadAt> = if self.gzip_index.is_empty() {
+                detect::unwrap(target)?.payload
+            } else {
+                let meta = detect::open_file(Path::new(&self.gzip_index))?;
+                Arc::new(crate::gzindex::GzIndexedFile::open(target, meta)?)
+            };
+            return Ok(Arc::new(LsmtRo::open_warp(u.payload, t)?));
         }
         Ok(Arc::new(detect::open_layer(&path)?))
     }

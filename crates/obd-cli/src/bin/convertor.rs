@@ -13,7 +13,7 @@ use obd_convert::dedup_db::DbDedup;
 use obd_convert::image::Flavor;
 use obd_convert::native::NativeOptions;
 use obd_convert::progress::{Progress, ProgressSink};
-use obd_convert::{ConvertError, ConvertOptions};
+use obd_convert::{ConvertError, ConvertOptions, Engine};
 use obd_format::zfile::{Algorithm, ZFileOptions};
 
 const LONG_ABOUT: &str = "
@@ -229,15 +229,14 @@ fn run(a: Args, progress: Arc<dyn Progress>) -> Result<()> {
             "output-tag is required, you can specify it by [-o|--overlaybd|--turboOCI]",
         ));
     }
-    if turbo.is_some() {
-        return Err(usage(
-            "TurboOCIv1 (--turboOCI/--fastoci) is not implemented yet",
-        ));
+    if !matches!(a.fstype.as_str(), "ext4" | "erofs") {
+        return Err(usage("--fstype must be ext4 or erofs"));
     }
-    if a.fstype != "ext4" {
-        return Err(usage(
-            "--fstype erofs applies to TurboOCIv1 only, which is not implemented yet",
-        ));
+    if a.fstype != "ext4" && turbo.is_none() {
+        tracing::warn!(
+            "--fstype {} only applies to TurboOCIv1 (--turboOCI); the native image is ext4",
+            a.fstype
+        );
     }
     if a.username.is_some() || a.net.any_set() {
         tracing::debug!("registry options are ignored for oci: repositories");
@@ -283,6 +282,7 @@ fn run(a: Args, progress: Arc<dyn Progress>) -> Result<()> {
         concurrency: a.concurrency_limit,
         platforms: a.platform.clone(),
         dedup: Default::default(),
+        engine: Engine::Native,
     };
     let mut opts = opts;
     if let Some(db) = open_dedup(&a)? {
@@ -308,19 +308,51 @@ fn run(a: Args, progress: Arc<dyn Progress>) -> Result<()> {
         })
         .context("installing the signal handler")?;
     }
-    let tag = native_tag.expect("checked above");
-    tracing::info!("building [Overlaybd - Native]  image...");
-    let r = obd_convert::convert(src, dst, &reference, &tag, &opts);
+    // Upstream order: the native build, then the TurboOCIv1 build; a failure stops there.
+    let mut reports = Vec::new();
+    let result = (|| -> Result<()> {
+        if let Some(tag) = &native_tag {
+            tracing::info!("building [Overlaybd - Native]  image...");
+            let r = obd_convert::convert(src.clone(), dst.clone(), &reference, tag, &opts)
+                .map_err(|e| anyhow::Error::new(e).context("failed to build overlaybd"))?;
+            tracing::info!("overlaybd build finished");
+            println!("{}", r.output_digest);
+            reports.push(("overlaybd", r));
+        }
+        if let Some(tag) = &turbo {
+            tracing::info!("building [Overlaybd - Turbo OCIv1] image...");
+            let mut topts = opts.clone();
+            topts.engine = Engine::Turbo {
+                fstype: a.fstype.clone(),
+            };
+            topts.work_dir = run_dir.join("turbo");
+            let r = obd_convert::convert(src.clone(), dst.clone(), &reference, tag, &topts)
+                .map_err(|e| anyhow::Error::new(e).context("failed to build TurboOCIv1 image"))?;
+            tracing::info!("TurboOCIv1 build finished");
+            println!("{}", r.output_digest);
+            reports.push(("turboOCI", r));
+        }
+        Ok(())
+    })();
     if !a.reserve {
         let _ = std::fs::remove_dir_all(&run_dir);
         let _ = std::fs::remove_dir(&a.dir);
     }
-    let report = r.map_err(|e| anyhow::Error::new(e).context("failed to build overlaybd"))?;
-    tracing::info!("overlaybd build finished");
     if let Some(p) = &a.report {
-        std::fs::write(p, serde_json::to_vec_pretty(&report)?)
-            .with_context(|| format!("writing {}", p.display()))?;
+        // One engine: its report; both: an object keyed by engine.
+        let v = if reports.len() == 1 {
+            serde_json::to_value(&reports[0].1)?
+        } else {
+            let m: serde_json::Map<String, serde_json::Value> = reports
+                .iter()
+                .map(|(k, r)| Ok((k.to_string(), serde_json::to_value(r)?)))
+                .collect::<Result<_>>()?;
+            serde_json::Value::Object(m)
+        };
+        if result.is_ok() || !reports.is_empty() {
+            std::fs::write(p, serde_json::to_vec_pretty(&v)?)
+                .with_context(|| format!("writing {}", p.display()))?;
+        }
     }
-    println!("{}", report.output_digest);
-    Ok(())
+    result
 }

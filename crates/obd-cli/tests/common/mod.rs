@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod reg;
+pub mod tree;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

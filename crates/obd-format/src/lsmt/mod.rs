@@ -19,6 +19,7 @@ pub mod rw;
 pub mod segment;
 pub mod stack;
 pub mod warp;
+pub mod warp_stack;
 
 pub use commit::{commit, commit_warp, CommitOptions};
 pub use header::{HeaderTrailer, HT_SPACE};
@@ -27,6 +28,7 @@ pub use rw::{RwKind, RwLayer};
 pub use segment::Segment;
 pub use stack::Stack;
 pub use warp::WarpLayer;
+pub use warp_stack::WarpStack;
 
 /// Bytes per sector: every LSMT offset and length is a multiple of this.
 pub const SECTOR: u64 = 512;

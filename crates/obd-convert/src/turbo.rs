@@ -1,0 +1,491 @@
+//! The TurboOCIv1 engine for one image manifest.
+//!
+//! The source layers stay as they are. Per layer, the tar is streamed once: a gzip
+//! random-access index (`gzip.meta`) is built while it is decompressed, and the layer is
+//! applied **metadata only** onto ext4 on a warp LSMT layer: file blocks are allocated but
+//! mapped onto the file data inside the uncompressed tar (RemoteData, tag 1), and only
+//! metadata blocks are written (tag 0). The committed warp layer (`ext4.fs.meta`, ZFile
+//! lz4) is packed with an empty `.turbo.ociv1` marker and `gzip.meta` into a small
+//! `turboOCIv1.tar.gz`, the blob of the output layer, whose annotations point at the
+//! source layer. When the target repository differs from the source, the source blobs are
+//! copied there too (the runtime fetches them from the image's own repository).
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use obd_ext4::{Ext4, MkfsOptions};
+use obd_format::detect;
+use obd_format::gzindex::GzIndexReader;
+use obd_format::io::ReadAt;
+use obd_format::lsmt::{CommitOptions, LsmtRo, Stack, WarpLayer, WarpStack};
+use obd_format::output::Wrapping;
+use obd_format::uuid::Uuid;
+use obd_format::zfile::{Algorithm, ZFileOptions};
+use sha2::Digest;
+
+use crate::digest;
+use crate::error::{ConvertError, Result};
+use crate::fetch::{self, Job, TailReader};
+use crate::image;
+use crate::native::{read_source, NativeOptions};
+use crate::progress::{CountingReader, LayerId, Stage};
+use crate::report::{LayerReport, ManifestReport, StageReport};
+use crate::store::{Desc, Store};
+use crate::upload::{Push, Uploader};
+
+/// Name of the marker file inside `turboOCIv1.tar.gz`.
+pub const MARKER: &str = ".turbo.ociv1";
+/// Name of the gzip index inside `turboOCIv1.tar.gz`.
+pub const GZIP_META: &str = "gzip.meta";
+
+/// Reads as zeros: the target of a lower warp layer while building (the filesystem engine
+/// never reads file data of lower layers).
+struct Zeros(u64);
+
+impl ReadAt for Zeros {
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
+        let n = (buf.len() as u64).min(self.0.saturating_sub(off)) as usize;
+        buf[..n].fill(0);
+        Ok(n)
+    }
+    fn size(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Hashes what passes through.
+struct Hashing<R> {
+    inner: R,
+    hash: sha2::Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// Hashes what is written through.
+struct HashingWriter<W> {
+    inner: W,
+    hash: sha2::Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The compression of a layer stream, by magic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Compression {
+    Gzip,
+    Zstd,
+    None,
+}
+
+/// Reads the first bytes of `r` to tell its compression; returns a reader that replays them.
+fn sniff(mut r: Box<dyn Read + Send>) -> io::Result<(Compression, Box<dyn Read + Send>)> {
+    let mut head = Vec::with_capacity(4);
+    while head.len() < 4 {
+        let mut b = [0u8; 4];
+        let n = r.read(&mut b[..4 - head.len()])?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&b[..n]);
+    }
+    let c = if head.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::Zstd
+    } else {
+        Compression::None
+    };
+    Ok((c, Box::new(io::Cursor::new(head).chain(r))))
+}
+
+/// Writes `turboOCIv1.tar.gz`: the fs-meta file, the marker and the gzip index, with fixed
+/// metadata (mode 0644, uid/gid 0, mtime 0) so the bytes depend only on the contents.
+/// Returns `(digest, size, diff_id)`.
+fn pack(
+    out: &Path,
+    fs_meta: &Path,
+    fs_meta_name: &str,
+    gz_meta: Option<&[u8]>,
+) -> io::Result<(String, u64, String)> {
+    let f = File::create(out)?;
+    let outer = HashingWriter {
+        inner: io::BufWriter::new(f),
+        hash: sha2::Sha256::new(),
+        bytes: 0,
+    };
+    let gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(outer, flate2::Compression::new(6));
+    let inner = HashingWriter {
+        inner: gz,
+        hash: sha2::Sha256::new(),
+        bytes: 0,
+    };
+    let mut tb = tar::Builder::new(inner);
+    tb.mode(tar::HeaderMode::Deterministic);
+    let header = |size: u64| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        h
+    };
+    let mut meta = File::open(fs_meta)?;
+    let len = meta.metadata()?.len();
+    tb.append_data(&mut header(len), fs_meta_name, &mut meta)?;
+    tb.append_data(&mut header(0), MARKER, io::empty())?;
+    if let Some(g) = gz_meta {
+        tb.append_data(&mut header(g.len() as u64), GZIP_META, g)?;
+    }
+    let inner = tb.into_inner()?;
+    let diff_id = format!("sha256:{}", hex::encode(inner.hash.finalize()));
+    let mut outer = inner.inner.finish()?;
+    outer.flush()?;
+    let d = format!("sha256:{}", hex::encode(outer.hash.finalize()));
+    Ok((d, outer.bytes, diff_id))
+}
+
+/// Converts manifest `desc` of `src` into a TurboOCIv1 image with fs-meta of `fstype`,
+/// pushing to `dst`. Returns the new manifest (pushed by digest, not tagged).
+pub fn convert_manifest(
+    src: Arc<dyn Store>,
+    dst: Arc<dyn Store>,
+    desc: &Desc,
+    work: &Path,
+    opts: &NativeOptions,
+    fstype: &str,
+    label: &str,
+) -> Result<(Desc, Vec<u8>, ManifestReport)> {
+    let t0 = Instant::now();
+    if fstype != "ext4" {
+        return Err(ConvertError::Unsupported(format!(
+            "TurboOCIv1 with --fstype {fstype} is not supported"
+        )));
+    }
+    if !opts.mkfs {
+        return Err(ConvertError::Unsupported(
+            "TurboOCIv1 needs --mkfs (the baselayer is not supported with --turboOCI)".into(),
+        ));
+    }
+    std::fs::create_dir_all(work)
+        .map_err(|e| ConvertError::io(format!("creating {}", work.display()), e))?;
+    let source = read_source(src.as_ref(), desc)?;
+    let n = source.layers.len();
+    let ids: Vec<LayerId> = (0..n)
+        .map(|index| LayerId {
+            manifest: label.to_string(),
+            index,
+            count: n,
+        })
+        .collect();
+    let remote = !src.is_local();
+    let copy_sources = src.location() != dst.location() && !opts.no_upload;
+    let blob_path = |i: usize| work.join(format!("{i:04}.blob"));
+    let downloads: Vec<Option<fetch::Download>> = if remote {
+        let jobs = (0..n)
+            .map(|i| Job {
+                layer: ids[i].clone(),
+                digest: source.layers[i].0.clone(),
+                size: source.layers[i].1,
+                path: blob_path(i),
+            })
+            .collect();
+        fetch::prefetch(
+            src.clone(),
+            jobs,
+            opts.download_concurrency,
+            opts.progress.clone(),
+        )
+        .into_iter()
+        .map(Some)
+        .collect()
+    } else {
+        vec![None; n]
+    };
+    let uploader = Uploader::start(dst.clone(), !opts.no_upload, opts.progress.clone());
+    let vsize = opts.vsize_gb << 30;
+    let mut lowers: Vec<Arc<LsmtRo>> = Vec::new();
+    let mut out_layers = Vec::new();
+    let mut out_diff_ids = Vec::new();
+    let mut reports = Vec::new();
+    for i in 0..n {
+        let (ldigest, lsize, lmt) = &source.layers[i];
+        let id = &ids[i];
+        let t = Instant::now();
+        let ldir = work.join(format!("{i:04}_{}", ldigest.replace(':', "_")));
+        std::fs::create_dir_all(&ldir)
+            .map_err(|e| ConvertError::io(format!("creating {}", ldir.display()), e))?;
+        opts.progress.start(id, Stage::Apply, Some(*lsize));
+        let input: Box<dyn Read + Send> = match &downloads[i] {
+            Some(dl) => Box::new(TailReader::new(blob_path(i), dl.clone())),
+            None => src.fetch_blob(ldigest)?,
+        };
+        let counted = CountingReader::new(input, opts.progress.clone(), id.clone(), Stage::Apply);
+        let bad = |e: io::Error| match e.kind() {
+            io::ErrorKind::InvalidData
+            | io::ErrorKind::InvalidInput
+            | io::ErrorKind::UnexpectedEof => {
+                ConvertError::BadInput(format!("layer {i} ({ldigest}): {e}"))
+            }
+            io::ErrorKind::NotFound => {
+                ConvertError::NotFound(format!("layer {i} ({ldigest}): {e}"))
+            }
+            _ => ConvertError::io(format!("layer {i} ({ldigest})"), e),
+        };
+        let (comp, stream) = sniff(Box::new(counted)).map_err(bad)?;
+        if comp == Compression::Zstd {
+            return Err(ConvertError::Unsupported(format!(
+                "layer {i} ({ldigest}) is zstd-compressed; TurboOCIv1 needs gzip or uncompressed layers"
+            )));
+        }
+        let (mut gz, mut raw) = match comp {
+            Compression::Gzip => (Some(GzIndexReader::new(stream)?), None),
+            _ => (None, Some(stream)),
+        };
+        let plain: Box<dyn Read + Send + '_> = match (&mut gz, &mut raw) {
+            (Some(g), _) => Box::new(g),
+            (None, Some(r)) => Box::new(r),
+            (None, None) => unreachable!("one of them is set"),
+        };
+        let mut h = Hashing {
+            inner: plain,
+            hash: sha2::Sha256::new(),
+            bytes: 0,
+        };
+        let (fm, fi) = (ldir.join("writable_data"), ldir.join("writable_index"));
+        let upper = WarpLayer::create(&fm, &fi, vsize, Uuid::NULL, Uuid::NULL)?;
+        let dev = WarpStack::new(Stack::new(lowers.clone(), None)?, upper);
+        let mut fs = if i == 0 {
+            Ext4::mkfs(dev, &MkfsOptions::default())?
+        } else {
+            Ext4::open(dev)?
+        };
+        let stats =
+            obd_tar::apply_tar_remote(&mut fs, &mut h, &mut |d: &mut WarpStack, off, len, toff| {
+                d.upper
+                    .remote_data(off, len, toff)
+                    .map(|_| ())
+                    .map_err(io::Error::other)
+            })
+            .map_err(|e| match e {
+                obd_tar::ApplyError::Io(ioe) => bad(ioe),
+                other => ConvertError::from(other),
+            })?;
+        io::copy(&mut h, &mut io::sink()).map_err(bad)?;
+        let diff_id = format!("sha256:{}", hex::encode(h.hash.clone().finalize()));
+        let tar_bytes = h.bytes;
+        drop(h);
+        if diff_id != source.diff_ids[i] {
+            return Err(ConvertError::BadInput(format!(
+                "layer {i} ({ldigest}) uncompresses to {diff_id}, but the config says diff_id {}",
+                source.diff_ids[i]
+            )));
+        }
+        fs.flush()?;
+        let gz_meta = match gz {
+            Some(g) => {
+                let b = g.finish()?;
+                if !b.covers_all() {
+                    return Err(ConvertError::Unsupported(format!(
+                        "layer {i} ({ldigest}) has {} gzip members; TurboOCIv1 indexes only the first",
+                        b.members
+                    )));
+                }
+                Some(b.meta)
+            }
+            None => None,
+        };
+        let upper = fs.into_device().into_upper();
+        let apply = StageReport {
+            seconds: t.elapsed().as_secs_f64(),
+            bytes: *lsize,
+        };
+        opts.progress
+            .finish(id, Stage::Apply, apply.bytes, apply.seconds);
+        // Commit the warp layer (ZFile lz4 4K, no tar wrapper, no UUID: as upstream).
+        let tc = Instant::now();
+        opts.progress.start(id, Stage::Commit, None);
+        let meta_name = format!("{fstype}.fs.meta");
+        let meta_path = ldir.join(&meta_name);
+        let out = File::create(&meta_path)
+            .map_err(|e| ConvertError::io(format!("creating {}", meta_path.display()), e))?;
+        let copts = CommitOptions {
+            virtual_size: upper.virtual_size(),
+            uuid: None,
+            parent_uuid: Uuid::NULL,
+            user_tag: Vec::new(),
+        };
+        let wrap = Wrapping {
+            zfile: Some(ZFileOptions {
+                algorithm: Algorithm::Lz4,
+                block_size: 4096,
+                verify: true,
+                threads: opts.zfile.threads,
+            }),
+            tar: false,
+            overwrite_header: true,
+        };
+        upper.commit_to(&copts, wrap, out)?;
+        drop(upper);
+        if !opts.reserve {
+            let _ = std::fs::remove_file(&fm);
+            let _ = std::fs::remove_file(&fi);
+        }
+        let u = detect::unwrap(detect::open_file(&meta_path)?)?;
+        lowers.push(Arc::new(LsmtRo::open_warp(
+            u.payload,
+            Arc::new(Zeros(tar_bytes)),
+        )?));
+        let blob = ldir.join("turboOCIv1.tar.gz");
+        let (d, size, tdiff) = pack(&blob, &meta_path, &meta_name, gz_meta.as_deref())
+            .map_err(|e| ConvertError::io("writing turboOCIv1.tar.gz", e))?;
+        let commit = StageReport {
+            seconds: tc.elapsed().as_secs_f64(),
+            bytes: size,
+        };
+        opts.progress
+            .finish(id, Stage::Commit, size, commit.seconds);
+        // The runtime reads the source blob from the image's repository: copy it there.
+        if copy_sources && dst.has_blob(ldigest)?.is_none() {
+            let p = blob_path(i);
+            match &downloads[i] {
+                Some(dl) => {
+                    fetch::wait(dl).map_err(bad)?;
+                }
+                None => {
+                    fetch::download_to(src.as_ref(), ldigest, &p)?;
+                }
+            }
+            uploader.send(Push {
+                layer: None,
+                path: p,
+                digest: ldigest.clone(),
+                size: *lsize,
+                then: None,
+            });
+        } else if let Some(dl) = &downloads[i] {
+            let _ = fetch::wait(dl);
+            if !opts.reserve {
+                let _ = std::fs::remove_file(blob_path(i));
+            }
+        }
+        uploader.send(Push {
+            layer: Some(id.clone()),
+            path: blob.clone(),
+            digest: d.clone(),
+            size,
+            then: None,
+        });
+        out_layers.push(image::turbo_layer(
+            &d,
+            size,
+            opts.flavor,
+            ldigest,
+            lmt,
+            comp == Compression::Gzip,
+            fstype,
+        ));
+        out_diff_ids.push(tdiff);
+        reports.push(LayerReport {
+            index: i,
+            source_digest: ldigest.clone(),
+            source_size: *lsize,
+            source_media_type: lmt.clone(),
+            diff_id,
+            chain_id: source.chain_ids[i].clone(),
+            output_digest: d,
+            output_size: size,
+            output_media_type: out_layers[i]["mediaType"]
+                .as_str()
+                .unwrap_or_default()
+                .into(),
+            entries: stats.entries,
+            tar_bytes,
+            bytes_read: *lsize,
+            bytes_written: size,
+            apply: Some(apply),
+            commit: Some(commit),
+            ..Default::default()
+        });
+        tracing::info!("{id}: turbo meta {size} bytes for {lsize} source bytes");
+    }
+    let done = uploader.done.clone();
+    uploader.finish()?;
+    let uploaded = done.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    for r in &mut reports {
+        r.upload = uploaded
+            .iter()
+            .find(|(d, _)| *d == r.output_digest)
+            .map(|(_, s)| s.clone());
+    }
+    let new_cfg = image::convert_config(&source.config, &out_diff_ids)?;
+    let cfg_desc = Desc {
+        media_type: opts.flavor.config().into(),
+        digest: digest::sha256(&new_cfg),
+        size: new_cfg.len() as u64,
+    };
+    let cfg_path = work.join("config.json");
+    std::fs::write(&cfg_path, &new_cfg).map_err(|e| ConvertError::io("writing the config", e))?;
+    if !opts.no_upload {
+        dst.push_blob(&cfg_path, &cfg_desc.digest, cfg_desc.size)?;
+    }
+    let referrer = opts.referrer.then_some((image::ARTIFACT_TURBO, desc));
+    let mbuf = image::build_manifest(
+        &source.manifest,
+        opts.flavor,
+        &cfg_desc,
+        out_layers,
+        referrer,
+    );
+    if opts.dump_manifest {
+        std::fs::write(work.join("manifest.json"), &mbuf)
+            .map_err(|e| ConvertError::io("writing manifest.json", e))?;
+    }
+    let mdesc = Desc {
+        media_type: opts.flavor.manifest().into(),
+        digest: digest::sha256(&mbuf),
+        size: mbuf.len() as u64,
+    };
+    if !opts.no_upload {
+        dst.push_manifest(&mbuf, &mdesc.media_type)?;
+        tracing::info!("manifest uploaded, {}", mdesc.digest);
+    }
+    let report = ManifestReport {
+        platform: None,
+        source_digest: desc.digest.clone(),
+        output_digest: mdesc.digest.clone(),
+        output_size: mdesc.size,
+        output_media_type: mdesc.media_type.clone(),
+        config_digest: cfg_desc.digest.clone(),
+        config_size: cfg_desc.size,
+        dedup_hit: false,
+        layers: reports,
+        seconds: t0.elapsed().as_secs_f64(),
+    };
+    Ok((mdesc, mbuf, report))
+}
