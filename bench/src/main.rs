@@ -67,6 +67,26 @@ fn time<T>(f: impl FnOnce() -> T) -> (T, f64) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("suite") {
+        // `suite LAYOUT [TAG...]`: one table row per image.
+        let layout = std::path::Path::new(args.get(2).expect("LAYOUT"));
+        let default = ["tiny", "edge", "debian", "debian-zstd"];
+        let tags: Vec<&str> = if args.len() > 3 {
+            args[3..].iter().map(String::as_str).collect()
+        } else {
+            default.to_vec()
+        };
+        let mut rows = Vec::new();
+        for t in tags {
+            if has_tag(layout, t) {
+                rows.push(pipeline::measure(layout, t, false));
+            } else {
+                println!("(image {t} not in {}; skipped)", layout.display());
+            }
+        }
+        pipeline::print_table(&rows);
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("convert") {
         let (layout, tag) = (args.get(2).expect("LAYOUT"), args.get(3).expect("TAG"));
         pipeline::run(std::path::Path::new(layout), tag);
@@ -235,6 +255,17 @@ fn main() {
         row(&format!("{name} ({:.0} MB out)", sz as f64 / 1e6), t);
     }
     let _ = std::fs::remove_dir_all(&tmp);
+}
+
+fn has_tag(layout: &std::path::Path, tag: &str) -> bool {
+    let idx: serde_json::Value = match std::fs::read(layout.join("index.json")) {
+        Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
+        Err(_) => return false,
+    };
+    idx["manifests"].as_array().is_some_and(|a| {
+        a.iter()
+            .any(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+    })
 }
 
 fn tempdir() -> PathBuf {

@@ -123,7 +123,66 @@ fn measured(mut cmd: Command, work: &Path) -> (f64, u64, u64) {
     )
 }
 
+/// Figures of one image, measured in one run.
+#[derive(Default, Clone)]
+pub struct Row {
+    pub tag: String,
+    pub layers: usize,
+    pub compressed: u64,
+    pub uncompressed: u64,
+    pub lower_bound: f64,
+    pub apply_commit: f64,
+    pub apply_commit_rss_kib: u64,
+    pub output: u64,
+    /// (seconds, peak RSS KiB, peak work-dir bytes) for layout→layout and registry→registry.
+    pub layout: Option<(f64, u64, u64)>,
+    pub registry: Option<(f64, u64, u64)>,
+}
+
 pub fn run(layout: &Path, tag: &str) {
+    let r = measure(layout, tag, true);
+    print_table(&[r]);
+}
+
+/// Prints the table of the suite.
+pub fn print_table(rows: &[Row]) {
+    println!();
+    println!(
+        "| image | layers | in MB (gz) | tar MB | out MB | out/in | lower bound s | apply+commit s | ratio | layout→layout s | ratio | RSS MiB | work MB | registry→registry s | ratio | RSS MiB | work MB |"
+    );
+    println!(
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for r in rows {
+        let e = |x: &Option<(f64, u64, u64)>| match x {
+            Some((s, rss, disk)) => format!(
+                "{s:.2} | {:.2}x | {} | {:.1}",
+                s / r.lower_bound,
+                rss / 1024,
+                *disk as f64 / 1e6
+            ),
+            None => "- | - | - | -".into(),
+        };
+        println!(
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2}x | {} | {} |",
+            r.tag,
+            r.layers,
+            r.compressed as f64 / 1e6,
+            r.uncompressed as f64 / 1e6,
+            r.output as f64 / 1e6,
+            r.output as f64 / r.compressed.max(1) as f64,
+            r.lower_bound,
+            r.apply_commit,
+            r.apply_commit / r.lower_bound,
+            e(&r.layout),
+            e(&r.registry)
+        );
+    }
+}
+
+/// Measures one image: the lower-bound pass, apply+commit in process, and the convertor end
+/// to end (layout → layout; local registry → registry).
+pub fn measure(layout: &Path, tag: &str, verbose: bool) -> Row {
     let (_, mt, m) = manifest(layout, tag);
     let layers: Vec<PathBuf> = m["layers"]
         .as_array()
@@ -136,6 +195,14 @@ pub fn run(layout: &Path, tag: &str) {
         .map(|p| std::fs::metadata(p).unwrap().len())
         .sum();
     let (t_lb, uncompressed) = lower_bound(&layers);
+    let mut row = Row {
+        tag: tag.to_string(),
+        layers: layers.len(),
+        compressed,
+        uncompressed,
+        lower_bound: t_lb,
+        ..Default::default()
+    };
     println!(
         "image {tag}: {} layers, {:.1} MB compressed, {:.1} MB uncompressed",
         layers.len(),
@@ -153,10 +220,12 @@ pub fn run(layout: &Path, tag: &str) {
     let mut lowers = Vec::new();
     let mut t_apply = 0.0;
     let mut out_total = 0;
-    println!(
-        "{:<6} {:>10} {:>10} {:>9} {:>12}",
-        "layer", "tar MB", "out MB", "secs", "MB/s (tar)"
-    );
+    if verbose {
+        println!(
+            "{:<6} {:>10} {:>10} {:>9} {:>12}",
+            "layer", "tar MB", "out MB", "secs", "MB/s (tar)"
+        );
+    }
     for (i, l) in layers.iter().enumerate() {
         let t = Instant::now();
         let (d, x) = (tmp.join(format!("d{i}")), tmp.join(format!("x{i}")));
@@ -192,13 +261,18 @@ pub fn run(layout: &Path, tag: &str) {
         let out = std::fs::metadata(&c).unwrap().len();
         out_total += out;
         lowers.push(Arc::new(detect::open_layer(&c).unwrap()));
-        println!(
-            "{i:<6} {:>10.1} {:>10.1} {secs:>9.2} {:>12.0}",
-            st.tar_bytes as f64 / 1e6,
-            out as f64 / 1e6,
-            st.tar_bytes as f64 / 1e6 / secs
-        );
+        if verbose {
+            println!(
+                "{i:<6} {:>10.1} {:>10.1} {secs:>9.2} {:>12.0}",
+                st.tar_bytes as f64 / 1e6,
+                out as f64 / 1e6,
+                st.tar_bytes as f64 / 1e6 / secs
+            );
+        }
     }
+    row.apply_commit = t_apply;
+    row.output = out_total;
+    row.apply_commit_rss_kib = peak_rss_kib(std::process::id()).unwrap_or(0);
     println!(
         "apply+commit total: {t_apply:.2} s = {:.2}x the lower bound; output {:.1} MB ({:.2}x compressed input); bench peak RSS {} MiB",
         t_apply / t_lb,
@@ -213,7 +287,7 @@ pub fn run(layout: &Path, tag: &str) {
     let conv = exe.parent().unwrap().join("convertor");
     if !conv.exists() {
         println!("(build the convertor binary with `cargo build --release --bins` for the end-to-end rows)");
-        return;
+        return row;
     }
     let work = std::env::temp_dir().join(format!("obd-bench-e2e-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
@@ -227,8 +301,10 @@ pub fn run(layout: &Path, tag: &str) {
     c.args(["-i", tag, "-o", "bench-obd", "-d"])
         .arg(work.join("tmp"))
         .env("RUST_LOG", "warn")
+        .env("OBDCONV_DB_TYPE", "none")
         .stdout(std::process::Stdio::null());
     let (secs, rss, disk) = measured(c, &work.join("tmp"));
+    row.layout = Some((secs, rss, disk));
     println!(
         "convertor, OCI layout -> OCI layout: {secs:.2} s = {:.2}x the lower bound; peak RSS {} MiB; peak work-dir disk {:.1} MB",
         secs / t_lb,
@@ -260,8 +336,10 @@ pub fn run(layout: &Path, tag: &str) {
             ]);
             c.arg(work.join("tmp2"))
                 .env("RUST_LOG", "warn")
+                .env("OBDCONV_DB_TYPE", "none")
                 .stdout(std::process::Stdio::null());
             let (secs, rss, disk) = measured(c, &work.join("tmp2"));
+            row.registry = Some((secs, rss, disk));
             println!(
                 "convertor, local registry -> registry: {secs:.2} s = {:.2}x the lower bound; peak RSS {} MiB; peak work-dir disk {:.1} MB",
                 secs / t_lb,
@@ -272,4 +350,5 @@ pub fn run(layout: &Path, tag: &str) {
         Err(e) => println!("(no local registry: {e})"),
     }
     let _ = std::fs::remove_dir_all(&work);
+    row
 }

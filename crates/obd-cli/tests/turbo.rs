@@ -38,6 +38,7 @@ fn check_manifest(
     m: &Value,
     reference: Option<&str>,
     w: &Path,
+    fstype: &str,
 ) -> (u64, u64) {
     let cfg = json_blob(out, m["config"]["digest"].as_str().unwrap());
     let layers = m["layers"].as_array().unwrap();
@@ -79,12 +80,16 @@ fn check_manifest(
             e.unpack_in(&dir).unwrap();
         }
         let gzip = tmt.ends_with("gzip");
-        let mut want = vec!["ext4.fs.meta", ".turbo.ociv1"];
+        let meta_name = format!("{fstype}.fs.meta");
+        let mut want = vec![meta_name.as_str(), ".turbo.ociv1"];
         if gzip {
             want.push("gzip.meta");
         }
         assert_eq!(names, want);
-        let mut lower = json!({"file": dir.join("ext4.fs.meta"), "targetFile": tpath, "dir": dir});
+        if fstype == "erofs" {
+            assert_eq!(a[format!("{ANN}blob-fs-type")], "erofs");
+        }
+        let mut lower = json!({"file": dir.join(&meta_name), "targetFile": tpath, "dir": dir});
         if gzip {
             lower["gzipIndex"] = json!(dir.join("gzip.meta"));
         }
@@ -97,18 +102,45 @@ fn check_manifest(
         .unwrap();
         let raw = w.join(format!("raw{k}.img"));
         run_ok(obd().arg("export-raw").arg(&cfgp).arg(&raw));
-        e2fsck_clean(&raw);
+        if fstype == "erofs" {
+            run_ok(tool("fsck.erofs").arg(&raw));
+        } else {
+            e2fsck_clean(&raw);
+        }
         if let (true, Some(r)) = (mount, reference) {
             let want = umoci_listing(src, r, k + 1, w);
-            assert_same(r, k + 1, &want, &mounted_listing(&raw));
+            let got = if fstype == "erofs" {
+                mounted_erofs_listing(&raw)
+            } else {
+                mounted_listing(&raw)
+            };
+            assert_same(r, k + 1, &want, &got);
         }
         let _ = std::fs::remove_file(&raw);
     }
     (meta, source)
 }
 
+/// Loop-mounts an EROFS image and lists it.
+fn mounted_erofs_listing(raw: &Path) -> String {
+    let mnt = tempfile::tempdir().unwrap();
+    run_ok(
+        std::process::Command::new("mount")
+            .args(["-t", "erofs", "-o", "loop,ro"])
+            .arg(raw)
+            .arg(mnt.path()),
+    );
+    let l = listing(mnt.path(), true);
+    run_ok(std::process::Command::new("umount").arg(mnt.path()));
+    l
+}
+
 fn check_image(tag: &str) {
-    if !have("e2fsck") {
+    check_image_fs(tag, "ext4");
+}
+
+fn check_image_fs(tag: &str, fstype: &str) {
+    if !have("e2fsck") || (fstype == "erofs" && !have("fsck.erofs")) {
         return;
     }
     if tag.starts_with("debian") && std::env::var_os("OBD_CORPUS_NO_DEBIAN").is_some() {
@@ -118,14 +150,14 @@ fn check_image(tag: &str) {
     let Some(src) = corpus() else { return };
     let w = tempfile::tempdir().unwrap();
     let out = w.path().join("out");
-    let o = convert(&src, tag, &out, w.path(), &[]);
+    let o = convert(&src, tag, &out, w.path(), &["--fstype", fstype]);
     assert!(
         o.status.success(),
         "{tag}: {}",
         String::from_utf8_lossy(&o.stderr)
     );
     let m = layout_manifest(&out, &format!("{tag}-turbo"));
-    let (meta, source) = check_manifest(&src, &out, &m, Some(tag), w.path());
+    let (meta, source) = check_manifest(&src, &out, &m, Some(tag), w.path(), fstype);
     eprintln!(
         "{tag}: TurboOCI metadata {meta} bytes for {source} bytes of source layers ({:.2}%)",
         100.0 * meta as f64 / source as f64
@@ -150,6 +182,16 @@ fn edge_dup() {
 #[test]
 fn debian() {
     check_image("debian");
+}
+
+#[test]
+fn edge_erofs() {
+    check_image_fs("edge", "erofs");
+}
+
+#[test]
+fn debian_erofs() {
+    check_image_fs("debian", "erofs");
 }
 
 #[test]
@@ -202,7 +244,7 @@ fn hello_world_multi_arch_both_engines() {
         );
         let d = w.path().join(format!("p{i}"));
         std::fs::create_dir_all(&d).unwrap();
-        check_manifest(&src, &out, &m, None, &d);
+        check_manifest(&src, &out, &m, None, &d, "ext4");
     }
     // The native build ran too.
     let native = layout_manifest(&out, "multi-arch-obd");

@@ -182,9 +182,9 @@ pub fn convert_manifest(
     label: &str,
 ) -> Result<(Desc, Vec<u8>, ManifestReport)> {
     let t0 = Instant::now();
-    if fstype != "ext4" {
+    if fstype != "ext4" && fstype != "erofs" {
         return Err(ConvertError::Unsupported(format!(
-            "TurboOCIv1 with --fstype {fstype} is not supported"
+            "TurboOCIv1 with --fstype {fstype} is not supported (ext4 or erofs)"
         )));
     }
     if !opts.mkfs {
@@ -279,23 +279,59 @@ pub fn convert_manifest(
         };
         let (fm, fi) = (ldir.join("writable_data"), ldir.join("writable_index"));
         let upper = WarpLayer::create(&fm, &fi, vsize, Uuid::NULL, Uuid::NULL)?;
-        let dev = WarpStack::new(Stack::new(lowers.clone(), None)?, upper);
-        let mut fs = if i == 0 {
-            Ext4::mkfs(dev, &MkfsOptions::default())?
-        } else {
-            Ext4::open(dev)?
+        let mut dev = WarpStack::new(Stack::new(lowers.clone(), None)?, upper);
+        let map_err = |e: obd_tar::ApplyError| match e {
+            obd_tar::ApplyError::Io(ioe) => bad(ioe),
+            other => ConvertError::from(other),
         };
-        let stats =
-            obd_tar::apply_tar_remote(&mut fs, &mut h, &mut |d: &mut WarpStack, off, len, toff| {
-                d.upper
-                    .remote_data(off, len, toff)
-                    .map(|_| ())
-                    .map_err(io::Error::other)
-            })
-            .map_err(|e| match e {
-                obd_tar::ApplyError::Io(ioe) => bad(ioe),
-                other => ConvertError::from(other),
-            })?;
+        let entries = if fstype == "erofs" {
+            // EROFS: mappings are collected, then added after the metadata is written (the
+            // data blocks of this layer never overlap its metadata blocks).
+            let mut maps: Vec<(u64, u64, u64)> = Vec::new();
+            let entries = {
+                let mut b = if i == 0 {
+                    let uuid = obd_format::uuid::Uuid::from_chain_id(&source.chain_ids[i])
+                        .unwrap_or_default();
+                    obd_erofs::ErofsBuilder::new_first_layer(&mut dev, uuid.0)
+                } else {
+                    obd_erofs::ErofsBuilder::open(&mut dev)
+                }
+                .map_err(|e| ConvertError::BadInput(format!("layer {i} ({ldigest}): {e}")))?;
+                let st = b
+                    .apply_tar(&mut h, &mut |off, len, toff| {
+                        maps.push((off, len, toff));
+                        Ok(())
+                    })
+                    .map_err(|e| ConvertError::BadInput(format!("layer {i} ({ldigest}): {e}")))?;
+                b.finish()
+                    .map_err(|e| ConvertError::BadInput(format!("layer {i} ({ldigest}): {e}")))?;
+                st.entries
+            };
+            for (off, len, toff) in maps {
+                dev.upper.remote_data(off, len, toff)?;
+            }
+            entries
+        } else {
+            let mut fs = if i == 0 {
+                Ext4::mkfs(dev, &MkfsOptions::default())?
+            } else {
+                Ext4::open(dev)?
+            };
+            let stats = obd_tar::apply_tar_remote(
+                &mut fs,
+                &mut h,
+                &mut |d: &mut WarpStack, off, len, toff| {
+                    d.upper
+                        .remote_data(off, len, toff)
+                        .map(|_| ())
+                        .map_err(io::Error::other)
+                },
+            )
+            .map_err(map_err)?;
+            fs.flush()?;
+            dev = fs.into_device();
+            stats.entries
+        };
         io::copy(&mut h, &mut io::sink()).map_err(bad)?;
         let diff_id = format!("sha256:{}", hex::encode(h.hash.clone().finalize()));
         let tar_bytes = h.bytes;
@@ -306,7 +342,6 @@ pub fn convert_manifest(
                 source.diff_ids[i]
             )));
         }
-        fs.flush()?;
         let gz_meta = match gz {
             Some(g) => {
                 let b = g.finish()?;
@@ -320,7 +355,7 @@ pub fn convert_manifest(
             }
             None => None,
         };
-        let upper = fs.into_device().into_upper();
+        let upper = dev.into_upper();
         let apply = StageReport {
             seconds: t.elapsed().as_secs_f64(),
             bytes: *lsize,
@@ -424,7 +459,7 @@ pub fn convert_manifest(
                 .as_str()
                 .unwrap_or_default()
                 .into(),
-            entries: stats.entries,
+            entries,
             tar_bytes,
             bytes_read: *lsize,
             bytes_written: size,

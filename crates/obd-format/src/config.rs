@@ -138,8 +138,14 @@ impl Lower {
             let u = detect::unwrap(detect::open_file(&path)?)?;
             let target = detect::open_file(Path::new(&self.target_file))?;
             // A gzip target is read through its random-access index (TurboOCI `gzip.meta`).
+            // The target is the original layer blob as it is (never a tar wrapper: a plain
+            // layer tar must not be mistaken for one); only a ZFile is unpacked.
             let t: Arc<dyn crate::io::ReadAt> = if self.gzip_index.is_empty() {
-                detect::unwrap(target)?.payload
+                if crate::zfile::ZFileReader::detect(target.as_ref())? {
+                    Arc::new(crate::zfile::ZFileReader::open(target)?)
+                } else {
+                    target
+                }
             } else {
                 let meta = detect::open_file(Path::new(&self.gzip_index))?;
                 Arc::new(crate::gzindex::GzIndexedFile::open(target, meta)?)

@@ -146,6 +146,84 @@ enum Cmd {
     ExportRaw { config: PathBuf, out: PathBuf },
     /// Say what a file is and print its headers and index statistics as JSON.
     Inspect { file: PathBuf },
+    /// Compare a converted image's filesystem with its source image's merged layers,
+    /// without mounting. Prints `identical: N entries` per platform or the differences.
+    /// Exit status: 0 identical, 1 differences found, other codes (2-6) when the check
+    /// could not run (as for `convertor`).
+    Check(CheckArgs),
+}
+
+/// `obd check` flags.
+#[derive(clap::Args, Debug)]
+struct CheckArgs {
+    #[command(flatten)]
+    net: obd_cli::net::NetArgs,
+    /// Credentials `user[:password]` for both repositories (default: ~/.docker/config.json).
+    #[arg(short = 'u', long = "username")]
+    username: Option<String>,
+    /// Source repository (`oci:DIR` or `host/repo`).
+    #[arg(long)]
+    source: String,
+    /// Source tag or `sha256:` digest.
+    #[arg(long = "source-ref")]
+    source_ref: String,
+    /// Converted repository (default: the source repository).
+    #[arg(long)]
+    converted: Option<String>,
+    /// Converted tag or `sha256:` digest.
+    #[arg(long = "converted-ref")]
+    converted_ref: String,
+    /// Check only this platform (`os/arch[/variant]`; repeatable). Without it every source
+    /// platform must have been converted.
+    #[arg(long)]
+    platform: Vec<String>,
+    /// Where converted layers are downloaded (default: the system temp dir).
+    #[arg(long = "work-dir")]
+    work_dir: Option<PathBuf>,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `obd check` and exits: 0 identical, 1 differences, else the error's exit code.
+fn check_main(a: CheckArgs) -> ! {
+    let r = (|| -> Result<obd_check::Report> {
+        let user = a.username.as_deref();
+        let src = a.net.open(&a.source, user, false)?;
+        let conv = match &a.converted {
+            Some(c) => a.net.open(c, user, false)?,
+            None => src.clone(),
+        };
+        let opts = obd_check::CheckOptions {
+            platforms: a.platform.clone(),
+            work_dir: a.work_dir.clone(),
+        };
+        obd_check::check(
+            src.as_ref(),
+            &a.source_ref,
+            conv.as_ref(),
+            &a.converted_ref,
+            &opts,
+        )
+        .map_err(|e| anyhow::Error::new(obd_convert::ConvertError::from(e)))
+    })();
+    match r {
+        Ok(report) => {
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("serialises")
+                );
+            } else {
+                print!("{}", report.summary());
+            }
+            std::process::exit(if report.identical() { 0 } else { 1 });
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(obd_cli::net::convert_exit_code(&e));
+        }
+    }
 }
 
 fn parse_uuid(s: &Option<String>, what: &str) -> Result<Option<Uuid>> {
@@ -346,6 +424,7 @@ fn run(cmd: Cmd) -> Result<()> {
             let stack = cfg.open_stack()?;
             export_raw(&stack, &out)
         }
+        Cmd::Check(a) => check_main(a),
         Cmd::Inspect { file } => {
             let v = detect::inspect(&file)?;
             println!("{}", serde_json::to_string_pretty(&v)?);

@@ -1,0 +1,237 @@
+//! The filesystem of a converted image, read without mounting: the layer blobs of one
+//! manifest are downloaded into a work directory, each is opened as an overlaybd layer
+//! (tar wrapper and ZFile peeled off, LSMT read-only), they are stacked bottom → top (for
+//! `--mkfs=false` images the upstream baselayer is simply the bottom layer of the
+//! manifest), and the ext4 filesystem on the stack is opened read-only and walked.
+//!
+//! Layers are classified by [`LayerKind`] before anything is downloaded. Only native
+//! overlaybd layers are read today; TurboOCI layers (whose descriptors carry
+//! [`ANN_TURBO_TARGET`]) are refused with [`CheckError::Unsupported`]. Support for them
+//! slots in as another arm of [`open_layer`].
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use obd_convert::image::{ANN_BLOB_DIGEST, ANN_VERSION};
+use obd_convert::store::Store;
+use obd_ext4::{Ext4, FileKind, ROOT_INO};
+use obd_format::detect;
+use obd_format::lsmt::{LsmtRo, Stack};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::error::{CheckError, Result};
+use crate::tree::{self, Entry, Kind, Time, Tree};
+
+/// The annotation that marks a TurboOCI layer (its value is the digest of the original
+/// layer the fs metadata indexes into).
+pub const ANN_TURBO_TARGET: &str = "containerd.io/snapshot/overlaybd/turbo-oci/target-digest";
+
+/// What a converted layer descriptor denotes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LayerKind {
+    /// A native overlaybd layer: a (tar-wrapped, possibly ZFile-compressed) LSMT blob.
+    Native { digest: String },
+    /// A TurboOCI layer: ext4 metadata in an LSMT whose file data lives in the original
+    /// layer `target_digest`.
+    TurboOci {
+        digest: String,
+        target_digest: String,
+    },
+}
+
+/// Classifies one layer descriptor of a converted manifest.
+pub fn classify(layer: &Value) -> Result<LayerKind> {
+    let digest = layer["digest"].as_str().unwrap_or_default().to_string();
+    if !obd_convert::digest::valid(&digest) {
+        return Err(CheckError::BadInput(format!(
+            "converted layer digest {digest:?} is invalid"
+        )));
+    }
+    let ann = &layer["annotations"];
+    if let Some(t) = ann[ANN_TURBO_TARGET].as_str() {
+        return Ok(LayerKind::TurboOci {
+            digest,
+            target_digest: t.to_string(),
+        });
+    }
+    if ann[ANN_BLOB_DIGEST].is_string() || ann[ANN_VERSION].is_string() {
+        return Ok(LayerKind::Native { digest });
+    }
+    Err(CheckError::BadInput(format!(
+        "layer {digest} carries no overlaybd annotation ({ANN_BLOB_DIGEST}); is this a converted image?"
+    )))
+}
+
+/// Downloads a blob into `path`.
+fn download(store: &dyn Store, digest: &str, path: &Path) -> Result<()> {
+    let mut r = store.fetch_blob(digest)?;
+    let mut f = std::io::BufWriter::new(
+        std::fs::File::create(path)
+            .map_err(|e| CheckError::io(format!("creating {}", path.display()), e))?,
+    );
+    std::io::copy(&mut r, &mut f)
+        .map_err(|e| CheckError::io(format!("downloading layer {digest}"), e))?;
+    f.flush()
+        .map_err(|e| CheckError::io(format!("writing {}", path.display()), e))
+}
+
+/// Fetches one layer into `work` and opens it as a read-only LSMT.
+pub fn open_layer(
+    store: &dyn Store,
+    kind: &LayerKind,
+    index: usize,
+    work: &Path,
+) -> Result<Arc<LsmtRo>> {
+    match kind {
+        LayerKind::Native { digest } => {
+            let p = work.join(format!("{index:04}.layer"));
+            download(store, digest, &p)?;
+            let l = detect::open_layer(&p).map_err(|source| CheckError::Format {
+                context: format!("converted layer {index} ({digest})"),
+                source,
+            })?;
+            Ok(Arc::new(l))
+        }
+        LayerKind::TurboOci {
+            digest,
+            target_digest,
+        } => Err(CheckError::Unsupported(format!(
+            "layer {index} ({digest}) is a TurboOCI layer (data in {target_digest}); \
+             checking TurboOCI images is not supported yet"
+        ))),
+    }
+}
+
+/// Opens the filesystem of the converted manifest `m` (its layers fetched into `work`).
+pub fn open_fs(store: &dyn Store, m: &Value, work: &Path) -> Result<Ext4<Stack>> {
+    let layers = m["layers"]
+        .as_array()
+        .ok_or_else(|| CheckError::BadInput("converted manifest has no layers".into()))?;
+    if layers.is_empty() {
+        return Err(CheckError::BadInput(
+            "converted manifest has no layers".into(),
+        ));
+    }
+    let kinds = layers.iter().map(classify).collect::<Result<Vec<_>>>()?;
+    let mut lowers = Vec::with_capacity(kinds.len());
+    for (i, k) in kinds.iter().enumerate() {
+        lowers.push(open_layer(store, k, i, work)?);
+    }
+    let stack = Stack::new(lowers, None).map_err(|source| CheckError::Format {
+        context: "stacking the converted layers".into(),
+        source,
+    })?;
+    Ext4::open(stack).map_err(|source| CheckError::Ext4 {
+        context: "opening the converted ext4 filesystem".into(),
+        source,
+    })
+}
+
+fn ext4_err(what: String) -> impl FnOnce(obd_ext4::Error) -> CheckError {
+    move |source| CheckError::Ext4 {
+        context: what,
+        source,
+    }
+}
+
+/// Walks the whole filesystem into a [`Tree`] (inode numbers as objects). Each inode's
+/// content is read and hashed once.
+pub fn walk<D: obd_format::io::BlockDevice>(fs: &mut Ext4<D>) -> Result<Tree> {
+    let mut t = Tree::default();
+    let mut hashes: HashMap<u32, [u8; 32]> = HashMap::new();
+    let mut stack: Vec<(Vec<u8>, u32)> = vec![(b"/".to_vec(), ROOT_INO)];
+    while let Some((p, ino)) = stack.pop() {
+        let shown = tree::display_path(&p);
+        let md = fs
+            .metadata(ino)
+            .map_err(ext4_err(format!("stat {shown} (inode {ino})")))?;
+        let kind = Kind::from(md.kind);
+        let mut e = Entry {
+            kind,
+            mode: u32::from(md.perm),
+            uid: md.uid,
+            gid: md.gid,
+            size: 0,
+            sha256: None,
+            target: None,
+            rdev: (0, 0),
+            xattrs: Default::default(),
+            mtime: Some(Time {
+                secs: md.mtime.secs,
+                nanos: md.mtime.nanos,
+            }),
+            object: u64::from(ino),
+        };
+        match md.kind {
+            FileKind::Directory => {
+                for d in fs
+                    .read_dir(ino)
+                    .map_err(ext4_err(format!("reading directory {shown}")))?
+                {
+                    stack.push((tree::join(&p, &d.name), d.ino));
+                }
+            }
+            FileKind::Regular => {
+                e.size = md.size;
+                let h = match hashes.get(&ino) {
+                    Some(h) => *h,
+                    None => {
+                        let data = fs
+                            .read_file(ino)
+                            .map_err(ext4_err(format!("reading {shown}")))?;
+                        let h: [u8; 32] = Sha256::digest(&data).into();
+                        hashes.insert(ino, h);
+                        h
+                    }
+                };
+                e.sha256 = Some(h);
+            }
+            FileKind::Symlink => {
+                e.target = Some(
+                    fs.read_link(ino)
+                        .map_err(ext4_err(format!("reading symlink {shown}")))?,
+                );
+            }
+            FileKind::CharDevice | FileKind::BlockDevice => e.rdev = md.rdev,
+            FileKind::Fifo | FileKind::Socket => {}
+        }
+        e.xattrs = fs
+            .xattrs(ino)
+            .map_err(ext4_err(format!("reading xattrs of {shown}")))?
+            .into_iter()
+            .collect();
+        t.entries.insert(p, e);
+    }
+    Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn classifies_layers() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        let native = json!({"digest": d, "annotations": {ANN_BLOB_DIGEST: d}});
+        assert_eq!(
+            classify(&native).unwrap(),
+            LayerKind::Native { digest: d.clone() }
+        );
+        let turbo = json!({"digest": d, "annotations": {ANN_TURBO_TARGET: "sha256:bb"}});
+        let k = classify(&turbo).unwrap();
+        assert!(matches!(k, LayerKind::TurboOci { .. }));
+        let dir = tempfile::tempdir().unwrap();
+        let store = obd_convert::store::OciLayout::open(dir.path().join("l"), true).unwrap();
+        let Err(err) = open_layer(&store, &k, 0, dir.path()) else {
+            panic!("TurboOCI layers are refused")
+        };
+        assert!(matches!(err, CheckError::Unsupported(_)), "{err}");
+        assert!(err.to_string().contains("not supported yet"));
+        let plain = json!({"digest": d});
+        assert!(classify(&plain).is_err());
+    }
+}
