@@ -193,8 +193,14 @@ pub fn read_source(src: &dyn Store, desc: &Desc) -> Result<Source> {
         )));
     }
     let mut cfg_bytes = Vec::new();
-    std::io::Read::read_to_end(&mut src.fetch_blob(&cfg_digest)?, &mut cfg_bytes)
-        .map_err(|e| ConvertError::BadInput(format!("config {cfg_digest}: {e}")))?;
+    std::io::Read::read_to_end(&mut src.fetch_blob(&cfg_digest)?, &mut cfg_bytes).map_err(|e| {
+        match e.kind() {
+            std::io::ErrorKind::InvalidData => {
+                ConvertError::BadInput(format!("config {cfg_digest}: {e}"))
+            }
+            _ => ConvertError::io(format!("reading config {cfg_digest}"), e),
+        }
+    })?;
     let cfg: Value = serde_json::from_slice(&cfg_bytes)
         .map_err(|e| ConvertError::BadInput(format!("config {cfg_digest}: {e}")))?;
     let layers: Vec<(String, u64, String)> = m["layers"]
@@ -421,8 +427,16 @@ pub fn convert_manifest(
         };
         let mut counted =
             CountingReader::new(input, opts.progress.clone(), id.clone(), Stage::Apply);
-        let stats =
-            obd_tar::apply_layer(&mut fs, &mut counted).map_err(|e| apply_error(i, ldigest, e))?;
+        let stats = obd_tar::apply_layer(&mut fs, &mut counted).map_err(|e| {
+            // Corrupt bytes usually break the decompressor or the tar before the digest is
+            // checked at the end of the blob: read the rest, so a mismatch is what is told.
+            match std::io::copy(&mut counted, &mut std::io::sink()) {
+                Err(d) if d.kind() == std::io::ErrorKind::InvalidData => {
+                    ConvertError::BadInput(format!("layer {i} ({ldigest}): {d}"))
+                }
+                _ => apply_error(i, ldigest, e),
+            }
+        })?;
         if stats.diff_id != source.diff_ids[i] {
             return Err(ConvertError::BadInput(format!(
                 "layer {i} ({ldigest}) uncompresses to {}, but the config says diff_id {}",

@@ -378,6 +378,18 @@ pub struct BlobReader {
     read: u64,
     url: Url,
     verified: bool,
+    /// How to continue the body with a ranged GET after it broke off.
+    resume: Option<Resume>,
+}
+
+/// What a [`BlobReader`] needs to re-request the rest of a blob.
+struct Resume {
+    http: reqwest::blocking::Client,
+    /// Sent only when the body comes from the registry host itself (not a redirect).
+    auth: Option<HeaderValue>,
+    retries: u32,
+    base_delay: Duration,
+    attempts: u32,
 }
 
 impl BlobReader {
@@ -388,6 +400,64 @@ impl BlobReader {
     /// The digest being verified.
     pub fn digest(&self) -> &str {
         &self.expected
+    }
+
+    /// After the body broke off at `self.read`, asks for the rest (`Range`), with backoff.
+    /// True when `inner` now continues the blob.
+    fn resume(&mut self, why: &str) -> bool {
+        let Some(rs) = self.resume.as_mut() else {
+            return false;
+        };
+        while rs.attempts < rs.retries {
+            let d = rs
+                .base_delay
+                .saturating_mul(1u32 << rs.attempts.min(10))
+                .min(Duration::from_secs(10));
+            rs.attempts += 1;
+            warn!(url = %display_url(&self.url), offset = self.read, error = why, delay_ms = d.as_millis() as u64, "blob body broke off; resuming");
+            std::thread::sleep(d);
+            let mut rb = rs
+                .http
+                .get(self.url.clone())
+                .header("Range", format!("bytes={}-", self.read));
+            if let Some(a) = &rs.auth {
+                rb = rb.header(AUTHORIZATION, a.clone());
+            }
+            let mut resp = match rb.send() {
+                Ok(r) => r,
+                Err(e) => {
+                    debug!(error = %e.without_url(), "resuming the blob failed");
+                    continue;
+                }
+            };
+            match resp.status().as_u16() {
+                206 => {
+                    let start = header_str(resp.headers(), "content-range")
+                        .and_then(|v| v.trim().strip_prefix("bytes "))
+                        .and_then(|v| v.split('-').next())
+                        .and_then(|v| v.trim().parse::<u64>().ok());
+                    if start != Some(self.read) {
+                        debug!(?start, "resumed blob starts elsewhere; not using it");
+                        continue;
+                    }
+                }
+                200 => {
+                    // Range ignored: skip what was read already (the digest still covers
+                    // every byte that follows).
+                    let skip = io::copy(&mut (&mut resp).take(self.read), &mut io::sink());
+                    if skip.ok() != Some(self.read) {
+                        continue;
+                    }
+                }
+                st => {
+                    debug!(status = st, "resuming the blob failed");
+                    continue;
+                }
+            }
+            self.inner = resp;
+            return true;
+        }
+        false
     }
 
     fn finish(&mut self) -> io::Result<()> {
@@ -437,7 +507,19 @@ impl Read for BlobReader {
         if self.hasher.is_none() {
             return Err(io::Error::other("blob stream already failed"));
         }
-        match self.inner.read(buf) {
+        let r = loop {
+            match self.inner.read(buf) {
+                Ok(0) if self.size.is_some_and(|s| self.read < s) => {
+                    if !self.resume("body ended early") {
+                        break Ok(0);
+                    }
+                }
+                Err(e) if e.kind() != io::ErrorKind::Interrupted && self.resume(&e.to_string()) => {
+                }
+                r => break r,
+            }
+        };
+        match r {
             Ok(0) => {
                 self.finish()?;
                 Ok(0)
@@ -728,7 +810,29 @@ impl Client {
         Ok(false)
     }
 
+    /// [`Client::fetch_token_once`], retried like other requests when the token endpoint
+    /// fails transiently (5xx, 429, dropped connections).
     fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scopes: &[String],
+    ) -> Result<CachedToken> {
+        let mut attempt = 0u32;
+        loop {
+            match self.fetch_token_once(realm, service, scopes) {
+                Err(e) if e.is_transient() && attempt < self.opts.retries => {
+                    let d = self.backoff(attempt);
+                    warn!(error = %e, delay_ms = d.as_millis() as u64, "token request failed; retrying");
+                    std::thread::sleep(d);
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn fetch_token_once(
         &self,
         realm: &str,
         service: Option<&str>,
@@ -1090,14 +1194,29 @@ impl Client {
             &format!("blob {repo}@{digest}"),
         )?;
         let size = content_length(resp.headers());
+        let url = resp.url().clone();
+        let same_host = url.host_str() == self.base.host_str()
+            && url.port_or_known_default() == self.base.port_or_known_default();
+        let auth = if same_host {
+            self.authorization(&[scope_pull(repo)]).ok().flatten()
+        } else {
+            None
+        };
         Ok(BlobReader {
-            url: resp.url().clone(),
+            url,
             inner: resp,
             hasher: Some(hasher),
             expected: digest.to_string(),
             size,
             read: 0,
             verified: false,
+            resume: Some(Resume {
+                http: self.http.clone(),
+                auth,
+                retries: self.opts.retries,
+                base_delay: self.opts.retry_base_delay,
+                attempts: 0,
+            }),
         })
     }
 

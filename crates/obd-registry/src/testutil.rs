@@ -227,6 +227,24 @@ fn make_certs(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Starts `docker-registry serve <dir>/config.yml`, appending to `<dir>/registry.log`.
+fn spawn_registry(dir: &Path) -> Result<Child, String> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("registry.log"))
+        .map_err(|e| e.to_string())?;
+    let log2 = log.try_clone().map_err(|e| e.to_string())?;
+    Command::new("docker-registry")
+        .arg("serve")
+        .arg(dir.join("config.yml"))
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .spawn()
+        .map_err(|e| format!("cannot start docker-registry: {e}"))
+}
+
 impl TestRegistry {
     /// Start a registry of `kind`, or skip (see module docs). Panics if the tools are present
     /// but the registry does not come up.
@@ -332,16 +350,7 @@ impl TestRegistry {
         }
         let cfg_path = dir.join("config.yml");
         std::fs::write(&cfg_path, cfg).map_err(|e| e.to_string())?;
-        let log = std::fs::File::create(dir.join("registry.log")).map_err(|e| e.to_string())?;
-        let log2 = log.try_clone().map_err(|e| e.to_string())?;
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&cfg_path)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .map_err(|e| format!("cannot start docker-registry: {e}"))?;
+        let child = spawn_registry(&dir)?;
         let mut reg = TestRegistry {
             kind,
             host,
@@ -354,6 +363,12 @@ impl TestRegistry {
             token_server,
             _tmp: tmp,
         };
+        reg.wait_listening()?;
+        Ok(reg)
+    }
+
+    fn wait_listening(&mut self) -> Result<(), String> {
+        let reg = self;
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Ok(Some(st)) = reg.child.try_wait() {
@@ -367,7 +382,39 @@ impl TestRegistry {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(reg)
+        Ok(())
+    }
+
+    /// Kills the registry process (SIGKILL): it stops answering until [`TestRegistry::start_again`].
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the registry process again on the same port, configuration and storage (after
+    /// [`TestRegistry::kill`]; a running one is killed first). Returns once it listens.
+    pub fn start_again(&mut self) -> Result<(), String> {
+        self.kill();
+        self.child = spawn_registry(&self.dir)?;
+        self.wait_listening()
+    }
+
+    /// Drops the token failures not used yet.
+    pub fn clear_token_faults(&self) {
+        if let Some(t) = &self.token_server {
+            t.faults.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+    }
+
+    /// Makes the next token requests fail, one per entry: an HTTP status, or 0 to close the
+    /// connection without answering (token kinds only; a no-op otherwise).
+    pub fn fail_token_requests(&self, codes: impl IntoIterator<Item = u16>) {
+        if let Some(t) = &self.token_server {
+            t.faults
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(codes);
+        }
     }
 
     /// Client options that work for this registry (CA, client cert, credentials, plain HTTP).
@@ -476,6 +523,7 @@ struct TokenServer {
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
     log: Arc<Mutex<Vec<String>>>,
+    faults: Arc<Mutex<std::collections::VecDeque<u16>>>,
 }
 
 struct TokenCtx {
@@ -484,6 +532,8 @@ struct TokenCtx {
     oauth_only: bool,
     users: HashMap<String, String>,
     log: Arc<Mutex<Vec<String>>>,
+    /// Statuses for the next token requests instead of a token (0: close without answer).
+    faults: Arc<Mutex<std::collections::VecDeque<u16>>>,
 }
 
 fn b64url(b: &[u8]) -> String {
@@ -507,12 +557,14 @@ impl TokenServer {
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
         let stop = Arc::new(AtomicBool::new(false));
         let log = Arc::new(Mutex::new(Vec::new()));
+        let faults = Arc::new(Mutex::new(std::collections::VecDeque::new()));
         let ctx = Arc::new(TokenCtx {
             key: dir.join("token.key"),
             x5c: base64::engine::general_purpose::STANDARD.encode(der),
             oauth_only,
             users,
             log: log.clone(),
+            faults: faults.clone(),
         });
         let stop2 = stop.clone();
         let handle = std::thread::spawn(move || {
@@ -533,6 +585,7 @@ impl TokenServer {
             stop,
             handle: Some(handle),
             log,
+            faults,
         })
     }
 }
@@ -586,6 +639,22 @@ fn handle_token_conn(stream: TcpStream, ctx: &TokenCtx) -> std::io::Result<()> {
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     if path != "/token" {
         return respond(&mut w, "404 Not Found", "{}");
+    }
+    let fault = ctx
+        .faults
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .pop_front();
+    match fault {
+        Some(0) => return w.shutdown(std::net::Shutdown::Both),
+        Some(code) => {
+            return respond(
+                &mut w,
+                &format!("{code} Injected"),
+                r#"{"error":"injected"}"#,
+            )
+        }
+        None => {}
     }
     let params: Vec<(String, String)> = if method == "POST" {
         url::form_urlencoded::parse(&body).into_owned().collect()
@@ -740,47 +809,77 @@ pub enum FaultAction {
     Status(u16, Option<u64>),
     /// Read the request head and close the connection without answering.
     Close,
+    /// Hold the request this long, then forward it (a slow registry).
+    Delay(Duration),
+    /// Forward the request, pass on the response head and half of its body, then close the
+    /// connection: with `reset` by an RST (a connection reset mid-body), else by a clean
+    /// FIN (a truncated body).
+    CutResponse { reset: bool },
+    /// Forward the request head and at most this many bytes of its body, then reset both
+    /// connections (a reset mid-upload).
+    CutRequest(u64),
 }
 
-/// A fault injected into the next request whose method matches (any method if `None`).
+/// A fault injected into the next request whose method matches (any method if `None`) and
+/// whose path contains `path` (any path if `None`).
 #[derive(Debug, Clone)]
 pub struct Fault {
     pub method: Option<&'static str>,
     pub action: FaultAction,
+    pub path: Option<&'static str>,
 }
 
 impl Fault {
-    /// Answer the next request with `code`.
-    pub fn status(code: u16) -> Fault {
+    fn new(action: FaultAction) -> Fault {
         Fault {
             method: None,
-            action: FaultAction::Status(code, None),
+            action,
+            path: None,
         }
+    }
+    /// Answer the next request with `code`.
+    pub fn status(code: u16) -> Fault {
+        Fault::new(FaultAction::Status(code, None))
     }
     /// Answer the next request with `code` and `Retry-After: secs`.
     pub fn retry_after(code: u16, secs: u64) -> Fault {
-        Fault {
-            method: None,
-            action: FaultAction::Status(code, Some(secs)),
-        }
+        Fault::new(FaultAction::Status(code, Some(secs)))
     }
     /// Drop the connection of the next request.
     pub fn close() -> Fault {
-        Fault {
-            method: None,
-            action: FaultAction::Close,
-        }
+        Fault::new(FaultAction::Close)
+    }
+    /// Hold the next request for `d`, then forward it.
+    pub fn delay(d: Duration) -> Fault {
+        Fault::new(FaultAction::Delay(d))
+    }
+    /// Reset the connection half-way through the next response body.
+    pub fn reset_mid_body() -> Fault {
+        Fault::new(FaultAction::CutResponse { reset: true })
+    }
+    /// End the next response (cleanly) half-way through its body.
+    pub fn truncate_body() -> Fault {
+        Fault::new(FaultAction::CutResponse { reset: false })
+    }
+    /// Reset the connection after `bytes` bytes of the next request body.
+    pub fn cut_request(bytes: u64) -> Fault {
+        Fault::new(FaultAction::CutRequest(bytes))
     }
     /// Only apply to a request with this method (`PUT`, `PATCH`, ...).
     pub fn on(mut self, method: &'static str) -> Fault {
         self.method = Some(method);
         self
     }
+    /// Only apply to a request whose path contains `part` (`/blobs/`, `/manifests/`, ...).
+    pub fn path(mut self, part: &'static str) -> Fault {
+        self.path = Some(part);
+        self
+    }
 }
 
 /// An HTTP/1.1 proxy in front of a real registry, one request per connection, that
-/// replaces queued requests with injected faults (5xx/429, dropped connections) and forwards
-/// everything else untouched. For testing retries. Stopped on drop.
+/// replaces queued requests with injected faults (5xx/429, dropped connections, delays,
+/// bodies cut or reset half-way) and forwards everything else untouched. For testing retries. Stopped on drop.
 pub struct FlakyProxy {
     /// `127.0.0.1:<port>` to connect to instead of the registry.
     pub host: String,
@@ -802,6 +901,12 @@ fn read_head(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Closes `s` with an RST instead of a FIN.
+fn reset(s: TcpStream) {
+    let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+    drop(s);
+}
+
 fn proxy_one(
     mut client: TcpStream,
     target: &str,
@@ -812,36 +917,81 @@ fn proxy_one(
     if head.is_empty() {
         return Ok(());
     }
-    let method = String::from_utf8_lossy(&head)
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_string();
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let mut words = text.split_whitespace();
+    let method = words.next().unwrap_or("").to_string();
+    let path = words.next().unwrap_or("").to_string();
     let fault = {
         let mut q = faults.lock().unwrap_or_else(|p| p.into_inner());
         match q.front() {
-            Some(f) if f.method.is_none_or(|m| m == method) => q.pop_front(),
+            Some(f)
+                if f.method.is_none_or(|m| m == method)
+                    && f.path.is_none_or(|p| path.contains(p)) =>
+            {
+                q.pop_front()
+            }
             _ => None,
         }
     };
+    let mut cut = None;
     if let Some(f) = fault {
         served.fetch_add(1, Ordering::SeqCst);
-        if let FaultAction::Status(code, retry_after) = f.action {
-            let ra = retry_after
-                .map(|s| format!("Retry-After: {s}\r\n"))
-                .unwrap_or_default();
-            write!(
-                client,
-                "HTTP/1.1 {code} Injected\r\n{ra}Content-Length: 0\r\nConnection: close\r\n\r\n"
-            )?;
+        match f.action {
+            FaultAction::Status(code, retry_after) => {
+                let ra = retry_after
+                    .map(|s| format!("Retry-After: {s}\r\n"))
+                    .unwrap_or_default();
+                write!(
+                    client,
+                    "HTTP/1.1 {code} Injected\r\n{ra}Content-Length: 0\r\nConnection: close\r\n\r\n"
+                )?;
+                let _ = client.shutdown(std::net::Shutdown::Both);
+                return Ok(());
+            }
+            FaultAction::Close => {
+                let _ = client.shutdown(std::net::Shutdown::Both);
+                return Ok(());
+            }
+            FaultAction::Delay(d) => std::thread::sleep(d),
+            other => cut = Some(other),
         }
-        let _ = client.shutdown(std::net::Shutdown::Both);
-        return Ok(());
     }
     let mut upstream = TcpStream::connect(target)?;
     // Ask for one request per connection so that every request passes through here.
     upstream.write_all(&head[..head.len() - 2])?;
     upstream.write_all(b"Connection: close\r\n\r\n")?;
+    match cut {
+        Some(FaultAction::CutRequest(n)) => {
+            let _ = std::io::copy(&mut (&mut client).take(n), &mut upstream);
+            reset(upstream);
+            reset(client);
+            return Ok(());
+        }
+        Some(FaultAction::CutResponse { reset: rst }) => {
+            // Meant for bodiless requests (GET): no request body is forwarded, and no clone
+            // of `client` may outlive it so that dropping it really closes the socket.
+            let rhead = read_head(&mut upstream)?;
+            let len = String::from_utf8_lossy(&rhead)
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.trim()
+                        .eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<u64>().ok())?
+                })
+                .unwrap_or(0);
+            client.write_all(&rhead)?;
+            let _ = std::io::copy(&mut (&mut upstream).take(len / 2), &mut client);
+            let _ = client.flush();
+            if rst {
+                reset(client);
+            } else {
+                let _ = client.shutdown(std::net::Shutdown::Both);
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
     let (mut c2, mut u2) = (client.try_clone()?, upstream.try_clone()?);
     std::thread::spawn(move || {
         let _ = std::io::copy(&mut c2, &mut u2);

@@ -302,7 +302,14 @@ fn run(a: Args, progress: Arc<dyn Progress>) -> Result<()> {
         ctrlc::set_handler(move || {
             eprintln!("interrupted; cleaning up");
             if !reserve {
-                let _ = std::fs::remove_dir_all(&dir);
+                // Worker threads keep writing while this runs: a file created in between
+                // makes removal fail (ENOTEMPTY), so try again, briefly.
+                for _ in 0..100 {
+                    if std::fs::remove_dir_all(&dir).is_ok() || !dir.exists() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
             }
             std::process::exit(obd_cli::exit::INTERRUPTED);
         })

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod reg;
+pub mod rel;
 pub mod tree;
 
 use std::path::{Path, PathBuf};
