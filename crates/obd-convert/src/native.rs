@@ -100,7 +100,9 @@ struct Run<'a> {
     outputs: Vec<Option<Reuse>>,
     reports: Vec<LayerReport>,
     uploader: Uploader,
-    dedup: Arc<dyn Dedup>,
+    /// Layers whose blobs are in the target store, to record in the dedup database once
+    /// the manifest is pushed too (a failed conversion leaves no row behind).
+    uploaded_rows: Arc<std::sync::Mutex<Vec<(String, Reuse)>>>,
     ids: Vec<LayerId>,
 }
 
@@ -130,13 +132,17 @@ impl Run<'_> {
                 digest: d.clone(),
                 size,
             };
-            let (dedup, chain, out2) = (self.dedup.clone(), job.chain_id, out.clone());
+            let (rows, chain, out2) = (self.uploaded_rows.clone(), job.chain_id, out.clone());
             self.uploader.send(Push {
                 layer: Some(self.ids[i].clone()),
                 path: commit,
                 digest: d,
                 size,
-                then: Some(Box::new(move || dedup.record_layer(&chain, &out2))),
+                then: Some(Box::new(move || {
+                    rows.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((chain, out2))
+                })),
             });
             self.outputs[i] = Some(out);
         }
@@ -308,7 +314,7 @@ pub fn convert_manifest(
         outputs: vec![None; n],
         reports,
         uploader: Uploader::start(dst.clone(), !opts.no_upload, opts.progress.clone()),
-        dedup: dedup.clone(),
+        uploaded_rows: Default::default(),
         ids: ids.clone(),
     };
     let mut base_out: Option<Reuse> = None;
@@ -531,6 +537,7 @@ pub fn convert_manifest(
         outputs,
         mut reports,
         uploader,
+        uploaded_rows,
         ..
     } = run;
     let done = uploader.done.clone();
@@ -588,6 +595,13 @@ pub fn convert_manifest(
     if !opts.no_upload {
         dst.push_manifest(&mbuf, &mdesc.media_type)?;
         tracing::info!("manifest uploaded, {}", mdesc.digest);
+        for (chain, out) in uploaded_rows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            dedup.record_layer(chain, out);
+        }
     }
     let report = ManifestReport {
         platform: None,
