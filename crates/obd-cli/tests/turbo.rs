@@ -158,8 +158,27 @@ fn check_image_fs(tag: &str, fstype: &str) {
     );
     let m = layout_manifest(&out, &format!("{tag}-turbo"));
     let (meta, source) = check_manifest(&src, &out, &m, Some(tag), w.path(), fstype);
+    // `obd check` reads the TurboOCI image without mounting (ext4 fs-meta only).
+    if fstype == "ext4" {
+        let o = obd()
+            .args(["check", "--source", &format!("oci:{}", src.display())])
+            .args(["--source-ref", tag])
+            .args(["--converted", &format!("oci:{}", out.display())])
+            .args(["--converted-ref", &format!("{tag}-turbo")])
+            .arg("--work-dir")
+            .arg(w.path().join("check"))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success() && stdout.contains("identical"),
+            "{tag}: obd check: {stdout}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        eprintln!("{tag}: obd check: {}", stdout.trim());
+    }
     eprintln!(
-        "{tag}: TurboOCI metadata {meta} bytes for {source} bytes of source layers ({:.2}%)",
+        "{tag} ({fstype}): TurboOCI metadata {meta} bytes for {source} bytes of source layers ({:.2}%)",
         100.0 * meta as f64 / source as f64
     );
 }
