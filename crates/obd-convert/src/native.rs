@@ -561,7 +561,56 @@ pub fn convert_manifest(
         }
     }
 
-    let new_cfg = image::convert_config(&source.config, &out_diff_ids)?;
+    let (mdesc, mbuf, report) = finish_manifest(
+        dst.as_ref(),
+        &source,
+        desc,
+        work,
+        opts,
+        ManifestParts {
+            layers: out_layers,
+            diff_ids: out_diff_ids,
+            artifact: image::ARTIFACT_NATIVE,
+            reports,
+            started: t0,
+        },
+    )?;
+    if !opts.no_upload {
+        // The manifest is in the store: now the layers may be remembered.
+        for (chain, out) in uploaded_rows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            dedup.record_layer(chain, out);
+        }
+    }
+    Ok((mdesc, mbuf, report))
+}
+
+/// What an engine hands to [`finish_manifest`].
+pub(crate) struct ManifestParts {
+    /// Output layer descriptors and their diff IDs, bottom → top.
+    pub layers: Vec<Value>,
+    pub diff_ids: Vec<String>,
+    /// `artifactType` with `--referrer`.
+    pub artifact: &'static str,
+    pub reports: Vec<LayerReport>,
+    pub started: Instant,
+}
+
+/// The end of every engine: the config (source config with new `diff_ids`) and the
+/// manifest are written, pushed (unless `--no-upload`; the manifest by digest, never
+/// tagged here) and reported.
+pub(crate) fn finish_manifest(
+    dst: &dyn Store,
+    source: &Source,
+    desc: &Desc,
+    work: &Path,
+    opts: &NativeOptions,
+    parts: ManifestParts,
+) -> Result<(Desc, Vec<u8>, ManifestReport)> {
+    let new_cfg = image::convert_config(&source.config, &parts.diff_ids)?;
     let cfg_desc = Desc {
         media_type: opts.flavor.config().into(),
         digest: digest::sha256(&new_cfg),
@@ -573,12 +622,12 @@ pub fn convert_manifest(
         dst.push_blob(&cfg_path, &cfg_desc.digest, cfg_desc.size)?;
         tracing::info!("config uploaded");
     }
-    let referrer = opts.referrer.then_some((image::ARTIFACT_NATIVE, desc));
+    let referrer = opts.referrer.then_some((parts.artifact, desc));
     let mbuf = image::build_manifest(
         &source.manifest,
         opts.flavor,
         &cfg_desc,
-        out_layers,
+        parts.layers,
         referrer,
     );
     if opts.dump_manifest {
@@ -595,13 +644,6 @@ pub fn convert_manifest(
     if !opts.no_upload {
         dst.push_manifest(&mbuf, &mdesc.media_type)?;
         tracing::info!("manifest uploaded, {}", mdesc.digest);
-        for (chain, out) in uploaded_rows
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            dedup.record_layer(chain, out);
-        }
     }
     let report = ManifestReport {
         platform: None,
@@ -612,8 +654,8 @@ pub fn convert_manifest(
         config_digest: cfg_desc.digest.clone(),
         config_size: cfg_desc.size,
         dedup_hit: false,
-        layers: reports,
-        seconds: t0.elapsed().as_secs_f64(),
+        layers: parts.reports,
+        seconds: parts.started.elapsed().as_secs_f64(),
     };
     Ok((mdesc, mbuf, report))
 }

@@ -24,13 +24,13 @@ use obd_format::lsmt::{CommitOptions, LsmtRo, Stack, WarpLayer, WarpStack};
 use obd_format::output::Wrapping;
 use obd_format::uuid::Uuid;
 use obd_format::zfile::{Algorithm, ZFileOptions};
-use sha2::Digest;
+use obd_tar::decompress::Compression;
 
-use crate::digest;
+use crate::digest::{HashReader, HashWriter};
 use crate::error::{ConvertError, Result};
 use crate::fetch::{self, Job, TailReader};
 use crate::image;
-use crate::native::{read_source, NativeOptions};
+use crate::native::{finish_manifest, read_source, ManifestParts, NativeOptions};
 use crate::progress::{CountingReader, LayerId, Stage};
 use crate::report::{LayerReport, ManifestReport, StageReport};
 use crate::store::{Desc, Store};
@@ -56,49 +56,6 @@ impl ReadAt for Zeros {
     }
 }
 
-/// Hashes what passes through.
-struct Hashing<R> {
-    inner: R,
-    hash: sha2::Sha256,
-    bytes: u64,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-}
-
-/// Hashes what is written through.
-struct HashingWriter<W> {
-    inner: W,
-    hash: sha2::Sha256,
-    bytes: u64,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// The compression of a layer stream, by magic.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Compression {
-    Gzip,
-    Zstd,
-    None,
-}
-
 /// Reads the first bytes of `r` to tell its compression; returns a reader that replays them.
 fn sniff(mut r: Box<dyn Read + Send>) -> io::Result<(Compression, Box<dyn Read + Send>)> {
     let mut head = Vec::with_capacity(4);
@@ -110,14 +67,10 @@ fn sniff(mut r: Box<dyn Read + Send>) -> io::Result<(Compression, Box<dyn Read +
         }
         head.extend_from_slice(&b[..n]);
     }
-    let c = if head.starts_with(&[0x1f, 0x8b]) {
-        Compression::Gzip
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Compression::Zstd
-    } else {
-        Compression::None
-    };
-    Ok((c, Box::new(io::Cursor::new(head).chain(r))))
+    Ok((
+        Compression::detect(&head),
+        Box::new(io::Cursor::new(head).chain(r)),
+    ))
 }
 
 /// Writes `turboOCIv1.tar.gz`: the fs-meta file, the marker and the gzip index, with fixed
@@ -129,21 +82,11 @@ fn pack(
     fs_meta_name: &str,
     gz_meta: Option<&[u8]>,
 ) -> io::Result<(String, u64, String)> {
-    let f = File::create(out)?;
-    let outer = HashingWriter {
-        inner: io::BufWriter::new(f),
-        hash: sha2::Sha256::new(),
-        bytes: 0,
-    };
+    let outer = HashWriter::new(io::BufWriter::new(File::create(out)?));
     let gz = flate2::GzBuilder::new()
         .mtime(0)
         .write(outer, flate2::Compression::new(6));
-    let inner = HashingWriter {
-        inner: gz,
-        hash: sha2::Sha256::new(),
-        bytes: 0,
-    };
-    let mut tb = tar::Builder::new(inner);
+    let mut tb = tar::Builder::new(HashWriter::new(gz));
     tb.mode(tar::HeaderMode::Deterministic);
     let header = |size: u64| {
         let mut h = tar::Header::new_ustar();
@@ -162,12 +105,11 @@ fn pack(
     if let Some(g) = gz_meta {
         tb.append_data(&mut header(g.len() as u64), GZIP_META, g)?;
     }
-    let inner = tb.into_inner()?;
-    let diff_id = format!("sha256:{}", hex::encode(inner.hash.finalize()));
-    let mut outer = inner.inner.finish()?;
+    let (gz, diff_id, _) = tb.into_inner()?.finish();
+    let mut outer = gz.finish()?;
     outer.flush()?;
-    let d = format!("sha256:{}", hex::encode(outer.hash.finalize()));
-    Ok((d, outer.bytes, diff_id))
+    let (_, d, size) = outer.finish();
+    Ok((d, size, diff_id))
 }
 
 /// Converts manifest `desc` of `src` into a TurboOCIv1 image with fs-meta of `fstype`,
@@ -272,11 +214,7 @@ pub fn convert_manifest(
             (None, Some(r)) => Box::new(r),
             (None, None) => unreachable!("one of them is set"),
         };
-        let mut h = Hashing {
-            inner: plain,
-            hash: sha2::Sha256::new(),
-            bytes: 0,
-        };
+        let mut h = HashReader::new(plain);
         let (fm, fi) = (ldir.join("writable_data"), ldir.join("writable_index"));
         let upper = WarpLayer::create(&fm, &fi, vsize, Uuid::NULL, Uuid::NULL)?;
         let mut dev = WarpStack::new(Stack::new(lowers.clone(), None)?, upper);
@@ -333,9 +271,7 @@ pub fn convert_manifest(
             stats.entries
         };
         io::copy(&mut h, &mut io::sink()).map_err(bad)?;
-        let diff_id = format!("sha256:{}", hex::encode(h.hash.clone().finalize()));
-        let tar_bytes = h.bytes;
-        drop(h);
+        let (diff_id, tar_bytes) = h.finish();
         if diff_id != source.diff_ids[i] {
             return Err(ConvertError::BadInput(format!(
                 "layer {i} ({ldigest}) uncompresses to {diff_id}, but the config says diff_id {}",
@@ -478,49 +414,18 @@ pub fn convert_manifest(
             .find(|(d, _)| *d == r.output_digest)
             .map(|(_, s)| s.clone());
     }
-    let new_cfg = image::convert_config(&source.config, &out_diff_ids)?;
-    let cfg_desc = Desc {
-        media_type: opts.flavor.config().into(),
-        digest: digest::sha256(&new_cfg),
-        size: new_cfg.len() as u64,
-    };
-    let cfg_path = work.join("config.json");
-    std::fs::write(&cfg_path, &new_cfg).map_err(|e| ConvertError::io("writing the config", e))?;
-    if !opts.no_upload {
-        dst.push_blob(&cfg_path, &cfg_desc.digest, cfg_desc.size)?;
-    }
-    let referrer = opts.referrer.then_some((image::ARTIFACT_TURBO, desc));
-    let mbuf = image::build_manifest(
-        &source.manifest,
-        opts.flavor,
-        &cfg_desc,
-        out_layers,
-        referrer,
-    );
-    if opts.dump_manifest {
-        std::fs::write(work.join("manifest.json"), &mbuf)
-            .map_err(|e| ConvertError::io("writing manifest.json", e))?;
-    }
-    let mdesc = Desc {
-        media_type: opts.flavor.manifest().into(),
-        digest: digest::sha256(&mbuf),
-        size: mbuf.len() as u64,
-    };
-    if !opts.no_upload {
-        dst.push_manifest(&mbuf, &mdesc.media_type)?;
-        tracing::info!("manifest uploaded, {}", mdesc.digest);
-    }
-    let report = ManifestReport {
-        platform: None,
-        source_digest: desc.digest.clone(),
-        output_digest: mdesc.digest.clone(),
-        output_size: mdesc.size,
-        output_media_type: mdesc.media_type.clone(),
-        config_digest: cfg_desc.digest.clone(),
-        config_size: cfg_desc.size,
-        dedup_hit: false,
-        layers: reports,
-        seconds: t0.elapsed().as_secs_f64(),
-    };
-    Ok((mdesc, mbuf, report))
+    finish_manifest(
+        dst.as_ref(),
+        &source,
+        desc,
+        work,
+        opts,
+        ManifestParts {
+            layers: out_layers,
+            diff_ids: out_diff_ids,
+            artifact: image::ARTIFACT_TURBO,
+            reports,
+            started: t0,
+        },
+    )
 }
