@@ -20,7 +20,7 @@ if command -v rustup >/dev/null 2>&1 && rustup run stable true >/dev/null 2>&1; 
   cargo_fuzz=(cargo +stable fuzz)
 fi
 triple=$(rustc -vV | sed -n 's/^host: //p')
-bindir="target/$triple/release"
+bindir="${CARGO_TARGET_DIR:-target}/$triple/release"
 
 if [ "${1:-}" = "--repro" ]; then
   "${cargo_fuzz[@]}" run "$2" "$3" -- -rss_limit_mb=1024
