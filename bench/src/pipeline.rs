@@ -11,10 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use obd_ext4::{Ext4, MkfsOptions};
-use obd_format::detect;
-use obd_format::lsmt::{CommitOptions, RwKind, RwLayer, Stack};
+use obd_format::lsmt::{CommitOptions, RwKind, Stack, StreamLayer, StreamStack};
 use obd_format::output::Wrapping;
-use obd_format::uuid::Uuid;
 use obd_format::zfile::ZFileOptions;
 use serde_json::Value;
 use sha2::Digest;
@@ -214,9 +212,6 @@ pub fn measure(layout: &Path, tag: &str, verbose: bool) -> Row {
     // apply + commit, in process.
     let tmp = std::env::temp_dir().join(format!("obd-bench-conv-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
     let mut lowers = Vec::new();
     let mut t_apply = 0.0;
     let mut out_total = 0;
@@ -228,9 +223,29 @@ pub fn measure(layout: &Path, tag: &str, verbose: bool) -> Row {
     }
     for (i, l) in layers.iter().enumerate() {
         let t = Instant::now();
-        let (d, x) = (tmp.join(format!("d{i}")), tmp.join(format!("x{i}")));
-        let rw = RwLayer::create(&d, &x, 64 << 30, RwKind::Sparse, Uuid::NULL, Uuid::NULL).unwrap();
-        let stack = Stack::new(lowers.clone(), Some(rw)).unwrap();
+        // The convertor's path: the layer commits while it is written (file data streams
+        // through the ZFile compressor on its own thread), metadata is kept for the next.
+        let c = tmp.join(format!("c{i}"));
+        let meta = tmp.join(format!("m{i}"));
+        let wrap = Wrapping {
+            zfile: Some(ZFileOptions::default()),
+            tar: true,
+            overwrite_header: true,
+        };
+        let opts = CommitOptions {
+            virtual_size: 64 << 30,
+            ..Default::default()
+        };
+        let up = StreamLayer::create(
+            File::create(&c).unwrap(),
+            wrap,
+            false,
+            &meta,
+            RwKind::Sparse,
+            opts,
+        )
+        .unwrap();
+        let stack = StreamStack::new(Stack::new(lowers.clone(), None).unwrap(), up);
         let mut fs = if i == 0 {
             Ext4::mkfs(stack, &MkfsOptions::default()).unwrap()
         } else {
@@ -238,29 +253,12 @@ pub fn measure(layout: &Path, tag: &str, verbose: bool) -> Row {
         };
         let st = obd_tar::apply_layer(&mut fs, File::open(l).unwrap()).unwrap();
         fs.flush().unwrap();
-        let up = fs.into_device().into_upper().unwrap();
-        let c = tmp.join(format!("c{i}"));
-        let wrap = Wrapping {
-            zfile: Some(ZFileOptions {
-                threads,
-                ..Default::default()
-            }),
-            tar: true,
-            overwrite_header: true,
-        };
-        let opts = CommitOptions {
-            virtual_size: up.virtual_size(),
-            ..Default::default()
-        };
-        up.commit_to(&opts, wrap, File::create(&c).unwrap())
-            .unwrap();
-        drop(up);
-        let _ = std::fs::remove_file(&d);
+        let finished = fs.into_device().into_upper().finish(&meta).unwrap();
+        lowers.push(Arc::new(finished.meta_view().unwrap()));
         let secs = t.elapsed().as_secs_f64();
         t_apply += secs;
         let out = std::fs::metadata(&c).unwrap().len();
         out_total += out;
-        lowers.push(Arc::new(detect::open_layer(&c).unwrap()));
         if verbose {
             println!(
                 "{i:<6} {:>10.1} {:>10.1} {secs:>9.2} {:>12.0}",

@@ -35,11 +35,30 @@ pub struct Job {
 
 /// Reads a file while it is being downloaded: blocks until more bytes arrive, ends when
 /// the download has ended, and fails if the download failed (e.g. a digest mismatch).
+/// What it has read is given back to the filesystem as it goes (holes are punched behind
+/// the read position), so a blob never costs its whole size in the work directory once
+/// its layer is being applied.
 pub struct TailReader {
     path: PathBuf,
     file: Option<File>,
     pos: u64,
+    /// Bytes before this are holes already.
+    punched: u64,
+    /// Whether to punch holes at all (not with `--reserve`).
+    consume: bool,
     dl: Download,
+}
+
+/// Bytes read between two hole punches.
+const PUNCH_STEP: u64 = 8 << 20;
+
+/// Frees `[from, to)` of `f` without changing its size; best effort (a filesystem without
+/// hole punching keeps the bytes).
+fn punch_hole(f: &File, from: u64, to: u64) {
+    use nix::fcntl::{fallocate, FallocateFlags};
+    use std::os::fd::AsRawFd;
+    let flags = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+    let _ = fallocate(f.as_raw_fd(), flags, from as i64, (to - from) as i64);
 }
 
 impl TailReader {
@@ -48,8 +67,16 @@ impl TailReader {
             path,
             file: None,
             pos: 0,
+            punched: 0,
+            consume: false,
             dl,
         }
+    }
+
+    /// Gives what was read back to the filesystem (the file keeps its size, as holes).
+    pub fn consuming(mut self, yes: bool) -> Self {
+        self.consume = yes;
+        self
     }
 }
 
@@ -83,12 +110,21 @@ impl Read for TailReader {
             }
         };
         if self.file.is_none() {
-            self.file = Some(File::open(&self.path)?);
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&self.path)?;
+            self.file = Some(f);
         }
         let n = (buf.len() as u64).min(avail) as usize;
         let f = self.file.as_ref().expect("opened above");
         let k = std::os::unix::fs::FileExt::read_at(f, &mut buf[..n], self.pos)?;
         self.pos += k as u64;
+        if self.consume && self.pos - self.punched >= PUNCH_STEP {
+            let to = self.pos & !4095;
+            punch_hole(f, self.punched, to);
+            self.punched = to;
+        }
         Ok(k)
     }
 }

@@ -2,10 +2,12 @@
 //!
 //! Layers are fetched (remote stores: prefetched concurrently into the work dir, digest
 //! checked while downloading) and applied **in order** onto an ext4 filesystem that lives in
-//! an LSMT stack: lowers are the layers already committed, the upper is a fresh writable
-//! layer. Each upper is committed (ZFile lz4 + tar, UUID from the chain ID) while the
-//! previous layers upload in the background. Then the config (only `rootfs.diff_ids`
-//! changed) and the manifest are pushed; the tag is set by the caller's request last.
+//! an LSMT stack: lowers are the metadata of the layers already converted, the upper a
+//! [`StreamLayer`] that commits while it is written (file data goes straight through the
+//! ZFile compressor into the tar-wrapped output, UUID from the chain ID; no uncompressed copy
+//! touches the disk). Finished outputs are hashed and uploaded in the background while the
+//! next layers are applied, then deleted. Then the config (only `rootfs.diff_ids` changed)
+//! and the manifest are pushed; the tag is set by the caller's request last.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -14,7 +16,7 @@ use std::time::Instant;
 
 use obd_ext4::{Ext4, MkfsOptions};
 use obd_format::detect;
-use obd_format::lsmt::{CommitOptions, LsmtRo, RwKind, RwLayer, Stack};
+use obd_format::lsmt::{CommitOptions, LsmtRo, RwKind, Stack, StreamLayer, StreamStack};
 use obd_format::output::Wrapping;
 use obd_format::uuid::Uuid;
 use obd_format::zfile::ZFileOptions;
@@ -83,14 +85,11 @@ fn uuid_of(chain: &str) -> Result<Uuid> {
 /// A layer being committed in the background.
 struct CommitJob {
     index: usize,
-    handle: std::thread::JoinHandle<Result<(PathBuf, String, u64, StageReport)>>,
-    writable_data: PathBuf,
-    chain_id: String,
+    handle: std::thread::JoinHandle<Result<(String, u64, StageReport)>>,
 }
 
 /// State of one manifest's conversion while its layers go through.
-struct Run<'a> {
-    opts: &'a NativeOptions,
+struct Run {
     /// Lower layers: the baselayer (without mkfs), then one per source layer so far.
     lowers: Vec<Arc<LsmtRo>>,
     /// Position of source layer 0 in `lowers`.
@@ -103,51 +102,71 @@ struct Run<'a> {
     /// Layers whose blobs are in the target store, to record in the dedup database once
     /// the manifest is pushed too (a failed conversion leaves no row behind).
     uploaded_rows: Arc<std::sync::Mutex<Vec<(String, Reuse)>>>,
-    ids: Vec<LayerId>,
 }
 
-impl Run<'_> {
-    /// Waits for background commits, oldest first, until at most `keep` are in flight:
-    /// each finished layer's writable view in `lowers` is swapped for the committed file,
-    /// its writable data removed, and its upload queued.
+impl Run {
+    /// Waits for background commits (the hashing of finished outputs, which also queue
+    /// their uploads), oldest first, until at most `keep` are in flight, and records them.
     fn finish_commits(&mut self, keep: usize) -> Result<()> {
         while self.pending.len() > keep {
             let job = self.pending.remove(0);
             let i = job.index;
-            let (commit, d, size, st) = job
+            let (d, size, st) = job
                 .handle
                 .join()
                 .map_err(|_| ConvertError::Store(format!("the commit of layer {i} panicked")))??;
-            self.lowers[self.base + i] = Arc::new(detect::open_layer(&commit)?);
-            if !self.opts.reserve {
-                let _ = std::fs::remove_file(&job.writable_data);
-            }
-            self.opts
-                .progress
-                .finish(&self.ids[i], Stage::Commit, size, st.seconds);
             let r = &mut self.reports[i];
             r.bytes_written = size;
             r.commit = Some(st);
-            let out = Reuse {
-                digest: d.clone(),
-                size,
-            };
-            let (rows, chain, out2) = (self.uploaded_rows.clone(), job.chain_id, out.clone());
-            self.uploader.send(Push {
-                layer: Some(self.ids[i].clone()),
-                path: commit,
-                digest: d,
-                size,
-                then: Some(Box::new(move || {
-                    rows.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((chain, out2))
-                })),
-            });
-            self.outputs[i] = Some(out);
+            self.outputs[i] = Some(Reuse { digest: d, size });
         }
         Ok(())
     }
+}
+
+/// Hashes a finished layer output and queues its upload; the file is removed once it is
+/// in the store (unless `--reserve`), and the layer's dedup row is kept for after the
+/// manifest push.
+#[allow(clippy::too_many_arguments)]
+fn hash_and_queue(
+    commit: PathBuf,
+    started: Instant,
+    id: LayerId,
+    chain: String,
+    progress: ProgressSink,
+    queue: Option<std::sync::mpsc::Sender<Push>>,
+    rows: Arc<std::sync::Mutex<Vec<(String, Reuse)>>>,
+    remove: bool,
+) -> Result<(String, u64, StageReport)> {
+    let (d, size) =
+        sha256_file(&commit).map_err(|e| ConvertError::io("hashing the committed layer", e))?;
+    let st = StageReport {
+        seconds: started.elapsed().as_secs_f64(),
+        bytes: size,
+    };
+    progress.finish(&id, Stage::Commit, size, st.seconds);
+    let out = Reuse {
+        digest: d.clone(),
+        size,
+    };
+    let path = commit.clone();
+    if let Some(q) = queue {
+        let _ = q.send(Push {
+            layer: Some(id),
+            path: commit,
+            digest: d.clone(),
+            size,
+            then: Some(Box::new(move || {
+                rows.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((chain, out));
+                if remove {
+                    let _ = std::fs::remove_file(&path);
+                }
+            })),
+        });
+    }
+    Ok((d, size, st))
 }
 
 /// Maps an apply error of layer `i` onto the engine's error kinds.
@@ -307,7 +326,6 @@ pub fn convert_manifest(
     let last_miss = reuse.iter().rposition(Option::is_none);
 
     let mut run = Run {
-        opts,
         lowers: Vec::new(),
         base: 0,
         pending: Vec::new(),
@@ -315,7 +333,6 @@ pub fn convert_manifest(
         reports,
         uploader: Uploader::start(dst.clone(), !opts.no_upload, opts.progress.clone()),
         uploaded_rows: Default::default(),
-        ids: ids.clone(),
     };
     let mut base_out: Option<Reuse> = None;
     if !opts.mkfs {
@@ -404,7 +421,6 @@ pub fn convert_manifest(
         let ldir = work.join(format!("{i:04}_{}", ldigest.replace(':', "_")));
         std::fs::create_dir_all(&ldir)
             .map_err(|e| ConvertError::io(format!("creating {}", ldir.display()), e))?;
-        let (wd, wi) = (ldir.join("writable_data"), ldir.join("writable_index"));
         let kind = if opts.disable_sparse {
             RwKind::Append
         } else {
@@ -414,8 +430,32 @@ pub fn convert_manifest(
             Some(l) if i > 0 || !opts.mkfs => l.virtual_size(),
             _ => vsize,
         };
-        let upper = RwLayer::create(&wd, &wi, lvsize, kind, Uuid::NULL, Uuid::NULL)?;
-        let stack = Stack::new(run.lowers.clone(), Some(upper))?;
+        let chain = &source.chain_ids[i];
+        let copts = CommitOptions {
+            virtual_size: lvsize,
+            uuid: Some(uuid_of(chain)?),
+            parent_uuid: if i > 0 {
+                uuid_of(&source.chain_ids[i - 1])?
+            } else {
+                Uuid::NULL
+            },
+            user_tag: Vec::new(),
+        };
+        run.reports[i].uuid = copts.uuid.map(|u| u.to_string()).unwrap_or_default();
+        // The layer commits while it is written: file data streams through the ZFile
+        // compressor (on its own thread) into `commit`; metadata waits in `meta`, which
+        // later layers stack on once this one is finished.
+        let commit = ldir.join("overlaybd.commit");
+        let meta = ldir.join("metadata");
+        let out = File::create(&commit)
+            .map_err(|e| ConvertError::io(format!("creating {}", commit.display()), e))?;
+        let wrap = Wrapping {
+            zfile: Some(opts.zfile),
+            tar: true,
+            overwrite_header: true,
+        };
+        let upper = StreamLayer::create(out, wrap, false, &meta, kind, copts)?;
+        let stack = StreamStack::new(Stack::new(run.lowers.clone(), None)?, upper);
         opts.progress
             .start(id, Stage::Apply, Some(source.layers[i].1));
         let mut fs = if i == 0 && opts.mkfs {
@@ -425,10 +465,10 @@ pub fn convert_manifest(
             Ext4::open(stack)?
         };
         let input: Box<dyn std::io::Read + Send> = match &downloads[i] {
-            Some(dl) => Box::new(TailReader::new(
-                work.join(format!("{i:04}.blob")),
-                dl.clone(),
-            )),
+            Some(dl) => Box::new(
+                TailReader::new(work.join(format!("{i:04}.blob")), dl.clone())
+                    .consuming(!opts.reserve),
+            ),
             None => src.fetch_blob(ldigest)?,
         };
         let mut counted =
@@ -450,10 +490,7 @@ pub fn convert_manifest(
             )));
         }
         fs.flush()?;
-        let upper = fs
-            .into_device()
-            .into_upper()
-            .expect("the stack has an upper");
+        let upper = fs.into_device().into_upper();
         let apply = StageReport {
             seconds: t.elapsed().as_secs_f64(),
             bytes: counted.bytes,
@@ -470,61 +507,26 @@ pub fn convert_manifest(
             r.bytes_read = counted.bytes;
             r.apply = Some(apply);
         }
-        let chain = &source.chain_ids[i];
-        let copts = CommitOptions {
-            virtual_size: upper.virtual_size(),
-            uuid: Some(uuid_of(chain)?),
-            parent_uuid: if i > 0 {
-                uuid_of(&source.chain_ids[i - 1])?
-            } else {
-                Uuid::NULL
-            },
-            user_tag: Vec::new(),
-        };
-        run.reports[i].uuid = copts.uuid.map(|u| u.to_string()).unwrap_or_default();
-        // The next layer stacks on this one's writable data while it is committed in the
-        // background (decompression of the next layer and compression of this one overlap).
-        let segs = upper.index().dump();
-        let src_file = obd_format::io::FileSource::open(&wd)
-            .map_err(|e| ConvertError::io(format!("opening {}", wd.display()), e))?;
-        let view = LsmtRo::from_index(Arc::new(src_file), segs, upper.virtual_size())?;
-        run.lowers.push(Arc::new(view));
-        let commit = ldir.join("overlaybd.commit");
-        let zopts = opts.zfile;
-        let (reserve, wi2) = (opts.reserve, wi.clone());
-        opts.progress.start(id, Stage::Commit, None);
-        let handle = std::thread::spawn(move || -> Result<(PathBuf, String, u64, StageReport)> {
-            let t = Instant::now();
-            let out = File::create(&commit)
-                .map_err(|e| ConvertError::io(format!("creating {}", commit.display()), e))?;
-            let wrap = Wrapping {
-                zfile: Some(zopts),
-                tar: true,
-                overwrite_header: true,
-            };
-            upper.commit_to(&copts, wrap, out)?;
-            drop(upper);
-            let (d, size) = sha256_file(&commit)
-                .map_err(|e| ConvertError::io("hashing the committed layer", e))?;
-            if !reserve {
-                let _ = std::fs::remove_file(&wi2);
-            }
-            let st = StageReport {
-                seconds: t.elapsed().as_secs_f64(),
-                bytes: size,
-            };
-            Ok((commit, d, size, st))
-        });
         if !opts.reserve && remote {
             let _ = std::fs::remove_file(work.join(format!("{i:04}.blob")));
         }
-        run.pending.push(CommitJob {
-            index: i,
-            handle,
-            writable_data: wd.clone(),
-            chain_id: chain.clone(),
+        // Commit: the metadata, the index and the trailer go after the streamed data; then
+        // the next layer stacks on this one's metadata while the output is hashed.
+        let tc = Instant::now();
+        opts.progress.start(id, Stage::Commit, None);
+        let finished = upper.finish(&meta)?;
+        run.lowers.push(Arc::new(finished.meta_view()?));
+        let (queue, rows, progress) = (
+            run.uploader.sender(),
+            run.uploaded_rows.clone(),
+            opts.progress.clone(),
+        );
+        let (lid, chain2, remove) = (id.clone(), chain.clone(), !opts.reserve);
+        let handle = std::thread::spawn(move || {
+            hash_and_queue(commit, tc, lid, chain2, progress, queue, rows, remove)
         });
-        // Keep at most one commit in flight: collect the older ones in order.
+        run.pending.push(CommitJob { index: i, handle });
+        // Collect the commits that are done hashing (at most one stays in flight).
         run.finish_commits(1)?;
         tracing::info!(
             "{id} applied: {} entries, {} tar bytes",

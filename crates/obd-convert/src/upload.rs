@@ -1,8 +1,10 @@
-//! Background pushes of output blobs, in order, on one thread; the first error wins and
+//! Background pushes of output blobs, queued in order and run by a few threads at once
+//! (a registry ingests one stream at a fraction of its capacity); the first error wins and
 //! stops the rest. After each successful push a callback runs (the dedup database writes
 //! its row there: never before the blob is in the registry).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 
@@ -24,53 +26,57 @@ pub struct Push {
 /// Figures of finished pushes, by digest.
 pub type Uploaded = Arc<Mutex<Vec<(String, StageReport)>>>;
 
-/// The upload thread.
+/// Pushes running at once.
+const WORKERS: usize = 3;
+
+/// The upload threads.
 pub struct Uploader {
     tx: Option<mpsc::Sender<Push>>,
-    handle: Option<std::thread::JoinHandle<Result<()>>>,
+    handles: Vec<std::thread::JoinHandle<Result<()>>>,
     pub done: Uploaded,
 }
 
 impl Uploader {
-    /// Starts the thread; with `enabled` false, pushes are dropped (`--no-upload`).
+    /// Starts the threads; with `enabled` false, pushes are dropped (`--no-upload`).
     pub fn start(dst: Arc<dyn Store>, enabled: bool, progress: ProgressSink) -> Self {
         let (tx, rx) = mpsc::channel::<Push>();
+        let rx = Arc::new(Mutex::new(rx));
+        let failed = Arc::new(AtomicBool::new(false));
         let done = Uploaded::default();
-        let done2 = done.clone();
-        let handle = std::thread::spawn(move || -> Result<()> {
-            for p in rx {
-                if !enabled {
-                    continue;
-                }
-                let t = Instant::now();
-                if let Some(l) = &p.layer {
-                    progress.start(l, Stage::Upload, Some(p.size));
-                }
-                dst.push_blob(&p.path, &p.digest, p.size)?;
-                let s = StageReport {
-                    seconds: t.elapsed().as_secs_f64(),
-                    bytes: p.size,
-                };
-                if let Some(l) = &p.layer {
-                    progress.advance(l, Stage::Upload, p.size);
-                    progress.finish(l, Stage::Upload, p.size, s.seconds);
-                }
-                tracing::debug!("uploaded {}", p.digest);
-                done2
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((p.digest.clone(), s));
-                if let Some(f) = p.then {
-                    f();
-                }
-            }
-            Ok(())
-        });
+        let handles = (0..WORKERS)
+            .map(|_| {
+                let (rx, failed, done, dst, progress) = (
+                    rx.clone(),
+                    failed.clone(),
+                    done.clone(),
+                    dst.clone(),
+                    progress.clone(),
+                );
+                std::thread::spawn(move || -> Result<()> {
+                    loop {
+                        let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok(p) = next else { return Ok(()) };
+                        if !enabled || failed.load(Ordering::SeqCst) {
+                            continue;
+                        }
+                        if let Err(e) = push_one(dst.as_ref(), &progress, &done, p) {
+                            failed.store(true, Ordering::SeqCst);
+                            return Err(e);
+                        }
+                    }
+                })
+            })
+            .collect();
         Uploader {
             tx: Some(tx),
-            handle: Some(handle),
+            handles,
             done,
         }
+    }
+
+    /// A handle other threads can queue pushes with (`None` once finishing).
+    pub fn sender(&self) -> Option<mpsc::Sender<Push>> {
+        self.tx.clone()
     }
 
     /// Queues a push.
@@ -83,18 +89,47 @@ impl Uploader {
     /// Waits for every queued push; returns the first error.
     pub fn finish(mut self) -> Result<()> {
         self.tx.take();
-        match self.handle.take().map(|h| h.join()) {
-            Some(Ok(r)) => r,
-            Some(Err(_)) => Err(ConvertError::Store("the upload thread panicked".into())),
-            None => Ok(()),
+        let mut first = Ok(());
+        for h in self.handles.drain(..) {
+            let r = h
+                .join()
+                .unwrap_or_else(|_| Err(ConvertError::Store("an upload thread panicked".into())));
+            if first.is_ok() {
+                first = r;
+            }
         }
+        first
     }
+}
+
+fn push_one(dst: &dyn Store, progress: &ProgressSink, done: &Uploaded, p: Push) -> Result<()> {
+    let t = Instant::now();
+    if let Some(l) = &p.layer {
+        progress.start(l, Stage::Upload, Some(p.size));
+    }
+    dst.push_blob(&p.path, &p.digest, p.size)?;
+    let s = StageReport {
+        seconds: t.elapsed().as_secs_f64(),
+        bytes: p.size,
+    };
+    if let Some(l) = &p.layer {
+        progress.advance(l, Stage::Upload, p.size);
+        progress.finish(l, Stage::Upload, p.size, s.seconds);
+    }
+    tracing::debug!("uploaded {}", p.digest);
+    done.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((p.digest.clone(), s));
+    if let Some(f) = p.then {
+        f();
+    }
+    Ok(())
 }
 
 impl Drop for Uploader {
     fn drop(&mut self) {
         self.tx.take();
-        if let Some(h) = self.handle.take() {
+        for h in self.handles.drain(..) {
             let _ = h.join();
         }
     }

@@ -85,6 +85,9 @@ impl<T: BlockDevice + ?Sized> WriteAt for DevMut<'_, T> {
     fn write_at(&mut self, buf: &[u8], off: u64) -> std::io::Result<()> {
         self.0.write_at(buf, off)
     }
+    fn write_bulk_at(&mut self, buf: &[u8], off: u64) -> std::io::Result<()> {
+        self.0.write_bulk_at(buf, off)
+    }
     fn discard(&mut self, off: u64, len: u64) -> std::io::Result<()> {
         self.0.discard(off, len)
     }
@@ -243,6 +246,19 @@ impl<D: BlockDevice> Ext4<D> {
             }
         }
         self.dev.write_at(data, b * self.geo.block_size)?;
+        Ok(())
+    }
+
+    /// Writes regular-file contents at block `b`: data the filesystem never reads back, which
+    /// the device may stream away ([`obd_format::io::WriteAt::write_bulk_at`]).
+    pub(crate) fn write_bulk_blocks(&mut self, b: u64, data: &[u8]) -> Result<()> {
+        if let Some((cb, _)) = &self.itable_cache {
+            let n = (data.len() as u64).div_ceil(self.geo.block_size);
+            if (b..b + n).contains(cb) {
+                self.itable_cache = None;
+            }
+        }
+        self.dev.write_bulk_at(data, b * self.geo.block_size)?;
         Ok(())
     }
 

@@ -486,7 +486,7 @@ impl<D: BlockDevice> Ext4<D> {
                     let (p, got) = self.alloc_blocks((j - k) as u64)?;
                     let got = got as usize;
                     extent::push_run(extents, (lblk + k as u64) as u32, p, got as u32);
-                    self.write_block(p, &buf[k * bs..(k + got) * bs])?;
+                    self.write_bulk_blocks(p, &buf[k * bs..(k + got) * bs])?;
                     k += got;
                 }
                 i = j;

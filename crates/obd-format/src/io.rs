@@ -162,6 +162,13 @@ impl<R: ReadAt> ReadAt for Slice<R> {
 pub trait WriteAt {
     /// Writes all of `buf` at `off`.
     fn write_at(&mut self, buf: &[u8], off: u64) -> io::Result<()>;
+    /// Writes file contents that the filesystem never reads back (regular-file data). A
+    /// device may stream such bytes straight to its output and keep no copy
+    /// ([`crate::lsmt::stream::StreamLayer`]); reading them back is then not possible. The
+    /// default is [`WriteAt::write_at`].
+    fn write_bulk_at(&mut self, buf: &[u8], off: u64) -> io::Result<()> {
+        self.write_at(buf, off)
+    }
     /// Declares `[off, off+len)` as zeros (a discard). The default writes zeros.
     fn discard(&mut self, off: u64, len: u64) -> io::Result<()> {
         let zeros = vec![0u8; 1 << 16];

@@ -27,24 +27,38 @@ pub fn write_wrapped<T>(
     wrap: Wrapping,
     body: impl FnOnce(&mut dyn Write) -> Result<T>,
 ) -> Result<(T, Option<ZFileInfo>)> {
+    write_wrapped_with(file, wrap, true, body)
+}
+
+/// [`write_wrapped`], with the final `fsync` only when `sync` (a work-directory file that is
+/// uploaded and deleted does not need to be durable).
+pub fn write_wrapped_with<T>(
+    file: File,
+    wrap: Wrapping,
+    sync: bool,
+    body: impl FnOnce(&mut dyn Write) -> Result<T>,
+) -> Result<(T, Option<ZFileInfo>)> {
     let sink = BufWriter::with_capacity(1 << 20, file);
     if wrap.tar {
         let t = TarWrapWriter::new(sink)?;
         let (r, info, t) = zfile_layer(t, wrap, body)?;
         let sink = t.finish()?;
-        finish_file(sink)?;
+        finish_file(sink, sync)?;
         Ok((r, info))
     } else {
         let (r, info, sink) = zfile_layer(sink, wrap, body)?;
-        finish_file(sink)?;
+        finish_file(sink, sync)?;
         Ok((r, info))
     }
 }
 
-fn finish_file(sink: BufWriter<File>) -> Result<()> {
+fn finish_file(sink: BufWriter<File>, sync: bool) -> Result<()> {
     let f = sink
         .into_inner()
         .map_err(|e| FormatError::io("flushing the output", e.into_error()))?;
+    if !sync {
+        return Ok(());
+    }
     f.sync_all()
         .map_err(|e| FormatError::io("syncing the output", e))
 }

@@ -7,6 +7,8 @@
 //! * [`ro`]: the committed read-only layer reader.
 //! * [`rw`]: writable layers (append-only data+index files, or sparse data files).
 //! * [`commit`]: compaction of a layer's mappings into a committed read-only layer.
+//! * [`stream`]: a writable layer that commits while it is written (file data streams
+//!   straight into the compressed output; metadata is kept aside for later layers).
 //! * [`stack`]: a virtual block device over lowers (bottom → top) and an optional upper.
 //! * [`warp`]: the TurboOCI warp writable layer (fs-meta image + remote mappings into the
 //!   original tar) and its commit.
@@ -18,6 +20,7 @@ pub mod ro;
 pub mod rw;
 pub mod segment;
 pub mod stack;
+pub mod stream;
 pub mod warp;
 pub mod warp_stack;
 
@@ -27,6 +30,7 @@ pub use ro::LsmtRo;
 pub use rw::{RwKind, RwLayer};
 pub use segment::Segment;
 pub use stack::Stack;
+pub use stream::{StreamLayer, StreamStack};
 pub use warp::WarpLayer;
 pub use warp_stack::WarpStack;
 
