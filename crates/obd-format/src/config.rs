@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::detect;
 use crate::error::{FormatError, Result};
-use crate::lsmt::{LsmtRo, RwLayer, Stack};
+use crate::io::ReadAt;
+use crate::lsmt::{HeaderTrailer, LsmtRo, RwLayer, Stack, WarpLayer, WarpStack};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -83,9 +84,11 @@ impl ImageConfig {
             .collect::<Result<Vec<_>>>()?;
         let upper = match &self.upper {
             Some(u) if !u.data.is_empty() && !u.index.is_empty() => {
-                if !u.target.is_empty() || !u.gzip_index.is_empty() {
+                if u.is_warp() {
                     return Err(FormatError::Invalid(
-                        "warp (TurboOCI) uppers are not supported yet".into(),
+                        "the upper is a warp (TurboOCI) layer: it is written by `obd apply \
+                         --gz-index-path` and committed by `obd commit --turbo-oci`"
+                            .into(),
                     ));
                 }
                 Some(RwLayer::open(Path::new(&u.data), Path::new(&u.index))?)
@@ -94,6 +97,99 @@ impl ImageConfig {
         };
         Stack::new(lowers, upper)
     }
+}
+
+/// TurboOCI builds: the config's upper is a **warp** layer (`upper.data` the raw fs-meta
+/// image, `upper.index` its index file, `upper.target` the layer blob whose uncompressed
+/// tar the remote mappings point into, `upper.gzipIndex` that blob's `gzip.meta`).
+impl ImageConfig {
+    /// Opens the lowers read-only (warp lowers over their targets) under the upper as a
+    /// writable [`WarpLayer`]. The upper need not name a target; when it does, the target
+    /// is attached for reads of remote ranges if it can be read now: a plain or ZFile blob,
+    /// or a gzip blob whose `gzipIndex` exists. (A gzip target whose index is still to be
+    /// built is left out: building the filesystem metadata never reads file data.)
+    pub fn open_warp_stack(&self) -> Result<WarpStack> {
+        let u = match &self.upper {
+            Some(u) if !u.data.is_empty() && !u.index.is_empty() => u,
+            _ => {
+                return Err(FormatError::Invalid(
+                    "the config has no upper (upper.data and upper.index) to write into".into(),
+                ))
+            }
+        };
+        let lowers = self
+            .lowers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| l.open().map_err(|e| annotate(e, i)))
+            .collect::<Result<Vec<_>>>()?;
+        // An ordinary writable layer's data file starts with an LSMT header; a warp layer's
+        // is a raw fs-meta image (their index files look alike). Writing fs-meta over the
+        // former would corrupt it.
+        let data = detect::open_file(Path::new(&u.data))?;
+        let mut head = [0u8; 24];
+        let n = data
+            .read_at(&mut head, 0)
+            .map_err(|e| FormatError::io(format!("reading {}", u.data), e))?;
+        if HeaderTrailer::has_magic(&head[..n]) {
+            return Err(FormatError::Invalid(format!(
+                "upper.data {} is an ordinary writable layer, not a warp (TurboOCI) fs-meta \
+                 image (`obd create --turbo-oci` makes one)",
+                u.data
+            )));
+        }
+        drop(data);
+        let mut upper = WarpLayer::open(Path::new(&u.data), Path::new(&u.index))?;
+        if !u.target.is_empty() {
+            let t = Path::new(&u.target);
+            let idx = Path::new(&u.gzip_index);
+            let target = if !u.gzip_index.is_empty() && idx.exists() {
+                Some(open_target(t, Some(idx))?)
+            } else {
+                let raw = detect::open_file(t)?;
+                let mut head = [0u8; 2];
+                let n = raw
+                    .read_at(&mut head, 0)
+                    .map_err(|e| FormatError::io(format!("reading {}", t.display()), e))?;
+                if head[..n] == [0x1f, 0x8b] {
+                    None
+                } else {
+                    Some(open_target(t, None)?)
+                }
+            };
+            if let Some(t) = target {
+                upper.set_target(t);
+            }
+        }
+        Ok(WarpStack::new(Stack::new(lowers, None)?, upper))
+    }
+}
+
+impl Upper {
+    /// True if the config marks the upper as a warp (TurboOCI) layer.
+    pub fn is_warp(&self) -> bool {
+        !self.target.is_empty() || !self.gzip_index.is_empty()
+    }
+}
+
+/// The target of a warp layer: the original layer blob as it is (never a tar wrapper: a
+/// plain layer tar must not be mistaken for one; only a ZFile is unpacked), or a gzip blob
+/// read through its random-access index (TurboOCI `gzip.meta`).
+fn open_target(target: &Path, gzip_index: Option<&Path>) -> Result<Arc<dyn ReadAt>> {
+    let t = detect::open_file(target)?;
+    Ok(match gzip_index {
+        None => {
+            if crate::zfile::ZFileReader::detect(t.as_ref())? {
+                Arc::new(crate::zfile::ZFileReader::open(t)?)
+            } else {
+                t
+            }
+        }
+        Some(meta) => {
+            let meta = detect::open_file(meta)?;
+            Arc::new(crate::gzindex::GzIndexedFile::open(t, meta)?)
+        }
+    })
 }
 
 fn annotate(e: FormatError, i: usize) -> FormatError {
@@ -136,20 +232,8 @@ impl Lower {
         })?;
         if !self.target_file.is_empty() {
             let u = detect::unwrap(detect::open_file(&path)?)?;
-            let target = detect::open_file(Path::new(&self.target_file))?;
-            // A gzip target is read through its random-access index (TurboOCI `gzip.meta`).
-            // The target is the original layer blob as it is (never a tar wrapper: a plain
-            // layer tar must not be mistaken for one); only a ZFile is unpacked.
-            let t: Arc<dyn crate::io::ReadAt> = if self.gzip_index.is_empty() {
-                if crate::zfile::ZFileReader::detect(target.as_ref())? {
-                    Arc::new(crate::zfile::ZFileReader::open(target)?)
-                } else {
-                    target
-                }
-            } else {
-                let meta = detect::open_file(Path::new(&self.gzip_index))?;
-                Arc::new(crate::gzindex::GzIndexedFile::open(target, meta)?)
-            };
+            let idx = (!self.gzip_index.is_empty()).then(|| Path::new(&self.gzip_index));
+            let t = open_target(Path::new(&self.target_file), idx)?;
             return Ok(Arc::new(LsmtRo::open_warp(u.payload, t)?));
         }
         Ok(Arc::new(detect::open_layer(&path)?))

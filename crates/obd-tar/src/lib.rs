@@ -6,11 +6,15 @@
 //! * [`path`]: path normalisation that can never leave the image root.
 //! * [`apply`]: applies a layer onto an ext4 filesystem with OCI semantics (whiteouts,
 //!   opaque directories, hard links, last entry wins).
+//! * [`remote`]: applies a whole layer blob metadata only (TurboOCI), building the gzip
+//!   index of a gzip layer while it streams.
 
 pub mod apply;
 pub mod decompress;
 pub mod path;
 pub mod reader;
+pub mod remote;
 
 pub use apply::{apply_layer, apply_tar, apply_tar_remote, ApplyError, ApplyStats, RemoteMap};
 pub use reader::{Entry, EntryKind, TarError, TarReader, Timestamp};
+pub use remote::{apply_layer_remote, RemoteApplyError, RemoteApplyStats};

@@ -10,8 +10,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use obd_format::config::ImageConfig;
 use obd_format::detect;
+use obd_format::gzindex::GzIndexOptions;
 use obd_format::io::WriteAt;
-use obd_format::lsmt::{self, CommitOptions, RwKind, RwLayer};
+use obd_format::lsmt::{self, CommitOptions, RwKind, RwLayer, WarpLayer, WarpStack};
 use obd_format::output::{write_wrapped, Wrapping};
 use obd_format::uuid::Uuid;
 use obd_format::zfile::{Algorithm, ZFileOptions};
@@ -69,8 +70,13 @@ enum Cmd {
     /// Create a writable layer (data + index files), like `overlaybd-create`.
     Create {
         /// Sparse data file (the raw image at offset 4096 + LBA; no index records).
+        /// Ignored with --turbo-oci, as upstream.
         #[arg(short = 's', long)]
         sparse: bool,
+        /// Create a TurboOCI warp layer: DATA becomes the raw fs-meta image of VSIZE_GB,
+        /// INDEX its index file (upstream `--turboOCI` / `--fastoci`).
+        #[arg(long = "turbo-oci", aliases = ["turboOCI", "fastoci"])]
+        turbo_oci: bool,
         /// Parent UUID written into the headers.
         #[arg(short = 'u', long = "parent-uuid")]
         parent_uuid: Option<String>,
@@ -87,6 +93,11 @@ enum Cmd {
     },
     /// Compact a writable layer into a committed read-only layer, like `overlaybd-commit`.
     Commit {
+        /// Commit a TurboOCI warp layer (DATA the fs-meta image, INDEX its index file):
+        /// remote mappings keep pointing into the layer tar (upstream `--turboOCI` /
+        /// `--fastoci`; the convertor's `ext4.fs.meta` is `-z` of this).
+        #[arg(long = "turbo-oci", aliases = ["turboOCI", "fastoci"])]
+        turbo_oci: bool,
         /// Compress the output into a ZFile.
         #[arg(short = 'z', long)]
         zfile: bool,
@@ -132,6 +143,12 @@ enum Cmd {
     },
     /// Apply an OCI layer tar (plain, gzip or zstd) onto the ext4 filesystem of an image
     /// config's stack, writing into its upper layer, like `overlaybd-apply`.
+    ///
+    /// TurboOCI (with --gz-index-path, or when the config's upper has `target` or
+    /// `gzipIndex`): the upper is a warp layer (`obd create --turbo-oci`) and only metadata
+    /// is written: file blocks are mapped onto their data in the uncompressed layer tar, and
+    /// a gzip layer's random-access index is written while the layer streams once, like
+    /// upstream's `overlaybd-apply --gz_index_path` / `turboOCI-apply`.
     Apply {
         /// Make a new ext4 filesystem on the device first.
         #[arg(long)]
@@ -139,6 +156,14 @@ enum Cmd {
         /// Expected sha256 of the uncompressed tar (`sha256:HEX`); a mismatch fails.
         #[arg(long)]
         checksum: Option<String>,
+        /// TurboOCI metadata-only apply; a gzip layer's index (`gzip.meta`) is written here
+        /// (default: the config's `upper.gzipIndex`). Nothing is written for a plain tar.
+        #[arg(long = "gz-index-path", alias = "gz_index_path")]
+        gz_index_path: Option<PathBuf>,
+        /// Filesystem of the image. Only ext4 here (EROFS fs-meta: `convertor --turboOCI
+        /// --fstype erofs`).
+        #[arg(long, default_value = "ext4")]
+        fstype: String,
         layer_tar: PathBuf,
         config: PathBuf,
     },
@@ -260,6 +285,7 @@ fn run(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Create {
             sparse,
+            turbo_oci,
             parent_uuid,
             uuid,
             mkfs,
@@ -272,6 +298,15 @@ fn run(cmd: Cmd) -> Result<()> {
             let vsize = vsize_gb
                 .checked_mul(1 << 30)
                 .context("virtual size overflows")?;
+            if turbo_oci {
+                let layer = WarpLayer::create(&data_file, &index_file, vsize, uuid, parent)?;
+                if mkfs {
+                    let mut fs = obd_ext4::Ext4::mkfs(layer, &obd_ext4::MkfsOptions::default())?;
+                    fs.flush()?;
+                    fs.into_device().flush()?;
+                }
+                return Ok(());
+            }
             let kind = if sparse {
                 RwKind::Sparse
             } else {
@@ -286,6 +321,7 @@ fn run(cmd: Cmd) -> Result<()> {
             Ok(())
         }
         Cmd::Commit {
+            turbo_oci,
             zfile,
             tar,
             z,
@@ -297,12 +333,42 @@ fn run(cmd: Cmd) -> Result<()> {
             index_file,
             commit_file,
         } => {
-            let layer = RwLayer::open(&data_file, &index_file)?;
+            // Either kind of writable layer: (virtual size, parent UUID of its header).
+            enum Layer {
+                Rw(RwLayer),
+                Warp(WarpLayer),
+            }
+            let (layer, vsize, parent) = if turbo_oci {
+                // A warp layer's DATA is a raw fs-meta image; an ordinary writable layer's
+                // data file starts with an LSMT header (their index files look alike).
+                let mut head = Vec::new();
+                std::io::Read::read_to_end(
+                    &mut std::io::Read::take(
+                        File::open(&data_file)
+                            .with_context(|| format!("opening {}", data_file.display()))?,
+                        24,
+                    ),
+                    &mut head,
+                )?;
+                if lsmt::HeaderTrailer::has_magic(&head) {
+                    bail!(obd_format::FormatError::Invalid(format!(
+                        "{} is the data file of an ordinary writable layer, not a TurboOCI \
+                         fs-meta image (commit it without --turbo-oci)",
+                        data_file.display()
+                    )));
+                }
+                let l = WarpLayer::open(&data_file, &index_file)?;
+                let (v, p) = (l.virtual_size(), l.header().parent_uuid);
+                (Layer::Warp(l), v, p)
+            } else {
+                let l = RwLayer::open(&data_file, &index_file)?;
+                let (v, p) = (l.virtual_size(), l.header().parent_uuid);
+                (Layer::Rw(l), v, p)
+            };
             let opts = CommitOptions {
-                virtual_size: layer.virtual_size(),
+                virtual_size: vsize,
                 uuid: parse_uuid(&uuid, "--uuid")?,
-                parent_uuid: parse_uuid(&parent_uuid, "--parent-uuid")?
-                    .unwrap_or(layer.header().parent_uuid),
+                parent_uuid: parse_uuid(&parent_uuid, "--parent-uuid")?.unwrap_or(parent),
                 user_tag: message.unwrap_or_default().into_bytes(),
             };
             if opts.user_tag.len() > 256 {
@@ -316,7 +382,10 @@ fn run(cmd: Cmd) -> Result<()> {
                 overwrite_header: true,
             };
             let out = create_out(&commit_file, force)?;
-            let (stats, _) = layer.commit_to(&opts, wrap, out)?;
+            let (stats, _) = match &layer {
+                Layer::Rw(l) => l.commit_to(&opts, wrap, out)?,
+                Layer::Warp(l) => l.commit_to(&opts, wrap, out)?,
+            };
             tracing::info!(
                 data_bytes = stats.data_bytes,
                 entries = stats.valid_entries,
@@ -383,10 +452,21 @@ fn run(cmd: Cmd) -> Result<()> {
         Cmd::Apply {
             mkfs,
             checksum,
+            gz_index_path,
+            fstype,
             layer_tar,
             config,
         } => {
+            if fstype != "ext4" {
+                bail!(obd_format::FormatError::Invalid(format!(
+                    "--fstype {fstype} is not supported by obd apply (ext4 only; EROFS \
+                     fs-meta is built by `convertor --turboOCI T --fstype erofs`)"
+                )));
+            }
             let cfg = ImageConfig::load(&config)?;
+            if gz_index_path.is_some() || cfg.upper.as_ref().is_some_and(|u| u.is_warp()) {
+                return apply_turbo(&cfg, mkfs, checksum, gz_index_path, &layer_tar);
+            }
             let stack = cfg.open_stack()?;
             if stack.upper().is_none() {
                 bail!(obd_format::FormatError::Invalid(format!(
@@ -403,17 +483,7 @@ fn run(cmd: Cmd) -> Result<()> {
                 .with_context(|| format!("opening {}", layer_tar.display()))?;
             let stats = obd_tar::apply_layer(&mut fs, input)
                 .with_context(|| format!("applying {}", layer_tar.display()))?;
-            if let Some(want) = checksum {
-                if !want.eq_ignore_ascii_case(&stats.diff_id) {
-                    bail!(obd_format::FormatError::Corrupt {
-                        what: "layer",
-                        detail: format!(
-                            "uncompressed digest is {}, expected {want}",
-                            stats.diff_id
-                        ),
-                    });
-                }
-            }
+            check_digest(&checksum, &stats.diff_id)?;
             fs.flush()?;
             fs.into_device().flush()?;
             tracing::info!(?stats, "applied {}", layer_tar.display());
@@ -431,6 +501,101 @@ fn run(cmd: Cmd) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Checks the uncompressed digest of a layer against `--checksum`.
+fn check_digest(want: &Option<String>, got: &str) -> Result<()> {
+    if let Some(want) = want {
+        if !want.eq_ignore_ascii_case(got) {
+            bail!(obd_format::FormatError::Corrupt {
+                what: "layer",
+                detail: format!("uncompressed digest is {got}, expected {want}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `obd apply` in TurboOCI form: metadata only onto the config's warp upper; a gzip layer's
+/// index goes to `gz_index_path` (or the config's `upper.gzipIndex`).
+fn apply_turbo(
+    cfg: &ImageConfig,
+    mkfs: bool,
+    checksum: Option<String>,
+    gz_index_path: Option<PathBuf>,
+    layer_tar: &Path,
+) -> Result<()> {
+    use std::io::BufRead;
+    let gz_path = gz_index_path.or_else(|| {
+        cfg.upper
+            .as_ref()
+            .filter(|u| !u.gzip_index.is_empty())
+            .map(|u| PathBuf::from(&u.gzip_index))
+    });
+    // Tell a gzip layer up front: without a place for its index the upper is not touched.
+    let mut input = BufReader::with_capacity(
+        1 << 20,
+        File::open(layer_tar).with_context(|| format!("opening {}", layer_tar.display()))?,
+    );
+    let head = input
+        .fill_buf()
+        .with_context(|| format!("reading {}", layer_tar.display()))?;
+    let gzip = head.starts_with(&[0x1f, 0x8b]);
+    if gzip && gz_path.is_none() {
+        bail!(obd_format::FormatError::Invalid(format!(
+            "{} is gzip-compressed: TurboOCI needs --gz-index-path (or upper.gzipIndex) for \
+             its index",
+            layer_tar.display()
+        )));
+    }
+    let dev = cfg.open_warp_stack()?;
+    let mut fs = if mkfs {
+        obd_ext4::Ext4::mkfs(dev, &obd_ext4::MkfsOptions::default())?
+    } else {
+        obd_ext4::Ext4::open(dev)?
+    };
+    let r = obd_tar::apply_layer_remote(
+        &mut fs,
+        input,
+        GzIndexOptions::default(),
+        &mut |d: &mut WarpStack, off, len, toff| {
+            d.upper
+                .remote_data(off, len, toff)
+                .map(|_| ())
+                .map_err(std::io::Error::other)
+        },
+    )
+    .map_err(|e| match e {
+        obd_tar::RemoteApplyError::Unsupported(m) => {
+            anyhow::Error::new(obd_format::FormatError::Invalid(m))
+        }
+        other => anyhow::Error::new(other),
+    })
+    .with_context(|| format!("applying {}", layer_tar.display()))?;
+    check_digest(&checksum, &r.stats.diff_id)?;
+    fs.flush()?;
+    fs.into_device().flush()?;
+    match (&r.gz_index, &gz_path) {
+        (Some(b), Some(p)) => {
+            std::fs::write(p, &b.meta).with_context(|| format!("writing {}", p.display()))?;
+            tracing::info!(
+                entries = b.index.entries.len(),
+                bytes = b.meta.len(),
+                "gzip index written to {}",
+                p.display()
+            );
+        }
+        (None, Some(p)) => {
+            tracing::info!(
+                "{} is not gzip-compressed: no index written to {}",
+                layer_tar.display(),
+                p.display()
+            );
+        }
+        _ => {}
+    }
+    tracing::info!(stats = ?r.stats, "applied {} (metadata only)", layer_tar.display());
+    Ok(())
 }
 
 /// Writes every mapped, non-zero range of the stack into a sparse file of the stack's size.
