@@ -4,9 +4,10 @@
 //! Compared, per path: type; permission bits (not of symlinks: Linux ignores them and
 //! runtimes create symlinks `0777`); owner; size and sha256 of regular files; symlink
 //! targets; device numbers of character and block devices; every xattr (name and value);
-//! mtime to the nanosecond (source times clamped to ext4's range, as the converter stores
-//! them); hard link groups (the paths sharing one source node must share one inode, and
-//! nothing else may).
+//! mtime to the nanosecond (source times clamped beforehand to what the converted
+//! filesystem stores: ext4's range, or from the epoch on for EROFS, see
+//! [`crate::converted::FsType::mtime_range`]); hard link groups (the paths sharing one
+//! source node must share one inode, and nothing else may).
 //!
 //! Ignored: `/lost+found` (and what is under it) when the source has no such path (mkfs
 //! and the baselayer make it); the mtime of directories the source never defines (created

@@ -2,18 +2,21 @@
 //! manifest are downloaded into a work directory, each is opened as an overlaybd layer
 //! (tar wrapper and ZFile peeled off, LSMT read-only), they are stacked bottom → top (for
 //! `--mkfs=false` images the upstream baselayer is simply the bottom layer of the
-//! manifest), and the ext4 filesystem on the stack is opened read-only and walked.
+//! manifest), and the filesystem on the stack is opened read-only and walked: ext4 here,
+//! EROFS in [`crate::erofs`].
 //!
 //! Layers are classified by [`LayerKind`] before anything is downloaded. Native overlaybd
-//! layers are read as they are; TurboOCI layers (descriptors with [`ANN_TURBO_TARGET`])
-//! are unpacked, their source layer fetched, and their ext4 fs-meta opened as a warp layer
-//! over it. EROFS fs-meta is refused with [`CheckError::Unsupported`].
+//! layers are read as they are (ext4); TurboOCI layers (descriptors with
+//! [`ANN_TURBO_TARGET`]) are unpacked, their source layer fetched, and their fs-meta
+//! (`ext4.fs.meta`, or `erofs.fs.meta` when [`ANN_FS_TYPE`] says `erofs`) opened as a warp
+//! layer over it. All layers of a manifest must hold the same filesystem type.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use obd_convert::image::ANN_FS_TYPE;
 use obd_convert::image::{ANN_BLOB_DIGEST, ANN_VERSION};
 use obd_convert::store::Store;
 use obd_ext4::{Ext4, FileKind, ROOT_INO};
@@ -29,17 +32,55 @@ use crate::tree::{self, Entry, Kind, Time, Tree};
 /// layer the fs metadata indexes into).
 pub const ANN_TURBO_TARGET: &str = "containerd.io/snapshot/overlaybd/turbo-oci/target-digest";
 
+/// The filesystem a converted layer holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsType {
+    Ext4,
+    Erofs,
+}
+
+impl FsType {
+    /// The name used in [`ANN_FS_TYPE`] and in `<name>.fs.meta`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FsType::Ext4 => "ext4",
+            FsType::Erofs => "erofs",
+        }
+    }
+
+    /// The mtime seconds the converter stores for this filesystem (source times are
+    /// clamped into this range before comparing, see [`Tree::clamp_mtimes`]).
+    pub fn mtime_range(self) -> (i64, i64) {
+        match self {
+            FsType::Ext4 => (obd_ext4::Timestamp::MIN_SECS, obd_ext4::Timestamp::MAX_SECS),
+            FsType::Erofs => crate::erofs::MTIME_RANGE,
+        }
+    }
+}
+
 /// What a converted layer descriptor denotes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LayerKind {
-    /// A native overlaybd layer: a (tar-wrapped, possibly ZFile-compressed) LSMT blob.
+    /// A native overlaybd layer: a (tar-wrapped, possibly ZFile-compressed) LSMT blob
+    /// holding ext4.
     Native { digest: String },
-    /// A TurboOCI layer: ext4 metadata in an LSMT whose file data lives in the original
+    /// A TurboOCI layer: `fs` metadata in an LSMT whose file data lives in the original
     /// layer `target_digest`.
     TurboOci {
         digest: String,
         target_digest: String,
+        fs: FsType,
     },
+}
+
+impl LayerKind {
+    /// The filesystem type of the layer.
+    pub fn fs_type(&self) -> FsType {
+        match self {
+            LayerKind::Native { .. } => FsType::Ext4,
+            LayerKind::TurboOci { fs, .. } => *fs,
+        }
+    }
 }
 
 /// Classifies one layer descriptor of a converted manifest.
@@ -52,9 +93,19 @@ pub fn classify(layer: &Value) -> Result<LayerKind> {
     }
     let ann = &layer["annotations"];
     if let Some(t) = ann[ANN_TURBO_TARGET].as_str() {
+        let fs = match ann[ANN_FS_TYPE].as_str() {
+            None | Some("ext4") => FsType::Ext4,
+            Some("erofs") => FsType::Erofs,
+            Some(other) => {
+                return Err(CheckError::Unsupported(format!(
+                    "layer {digest} has fs type {other:?} ({ANN_FS_TYPE}); ext4 and erofs are supported"
+                )))
+            }
+        };
         return Ok(LayerKind::TurboOci {
             digest,
             target_digest: t.to_string(),
+            fs,
         });
     }
     if ann[ANN_BLOB_DIGEST].is_string() || ann[ANN_VERSION].is_string() {
@@ -98,17 +149,20 @@ pub fn open_layer(
         LayerKind::TurboOci {
             digest,
             target_digest,
-        } => open_turbo(store, digest, target_digest, index, work),
+            fs,
+        } => open_turbo(store, digest, target_digest, *fs, index, work),
     }
 }
 
 /// A TurboOCI layer: unpacks `turboOCIv1.tar.gz`, fetches the source layer it points at,
-/// and opens the ext4 fs-meta as a warp layer over it (through `gzip.meta` for gzip
-/// sources). EROFS fs-meta is refused: the walker reads ext4 only.
+/// and opens the `<fs>.fs.meta` as a warp layer over it (through `gzip.meta` for gzip
+/// sources). The fs-meta of the other filesystem type is an error (the annotation and the
+/// blob disagree).
 fn open_turbo(
     store: &dyn Store,
     digest: &str,
     target_digest: &str,
+    fs: FsType,
     index: usize,
     work: &Path,
 ) -> Result<Arc<LsmtRo>> {
@@ -141,20 +195,21 @@ fn open_turbo(
             names.push(name);
         }
     }
-    if names.iter().any(|n| n == "erofs.fs.meta") {
-        return Err(CheckError::Unsupported(format!(
-            "layer {index} ({digest}) has EROFS fs-meta; checking EROFS images is not supported yet"
-        )));
-    }
-    if !names.iter().any(|n| n == "ext4.fs.meta") {
-        return Err(CheckError::BadInput(format!(
-            "layer {index} ({digest}) has no ext4.fs.meta"
-        )));
+    let meta = format!("{}.fs.meta", fs.name());
+    if !names.contains(&meta) {
+        let other = names.iter().find(|n| n.ends_with(".fs.meta"));
+        return Err(CheckError::BadInput(match other {
+            Some(o) => format!(
+                "layer {index} ({digest}) packs {o} but its {ANN_FS_TYPE} annotation says {}",
+                fs.name()
+            ),
+            None => format!("layer {index} ({digest}) has no {meta}"),
+        }));
     }
     let target = dir.join("target");
     download(store, target_digest, &target)?;
     let lower = obd_format::config::Lower {
-        file: dir.join("ext4.fs.meta").display().to_string(),
+        file: dir.join(&meta).display().to_string(),
         target_file: target.display().to_string(),
         gzip_index: if names.iter().any(|n| n == "gzip.meta") {
             dir.join("gzip.meta").display().to_string()
@@ -169,8 +224,32 @@ fn open_turbo(
     })
 }
 
+/// The opened filesystem of a converted manifest.
+pub enum ConvertedFs {
+    Ext4(Box<Ext4<Stack>>),
+    /// The stacked device holding the EROFS image.
+    Erofs(Box<Stack>),
+}
+
+impl ConvertedFs {
+    pub fn fs_type(&self) -> FsType {
+        match self {
+            ConvertedFs::Ext4(_) => FsType::Ext4,
+            ConvertedFs::Erofs(_) => FsType::Erofs,
+        }
+    }
+
+    /// Walks the whole filesystem into a [`Tree`].
+    pub fn walk(&mut self) -> Result<Tree> {
+        match self {
+            ConvertedFs::Ext4(fs) => walk(fs),
+            ConvertedFs::Erofs(dev) => crate::erofs::walk(&**dev),
+        }
+    }
+}
+
 /// Opens the filesystem of the converted manifest `m` (its layers fetched into `work`).
-pub fn open_fs(store: &dyn Store, m: &Value, work: &Path) -> Result<Ext4<Stack>> {
+pub fn open_fs(store: &dyn Store, m: &Value, work: &Path) -> Result<ConvertedFs> {
     let layers = m["layers"]
         .as_array()
         .ok_or_else(|| CheckError::BadInput("converted manifest has no layers".into()))?;
@@ -180,6 +259,14 @@ pub fn open_fs(store: &dyn Store, m: &Value, work: &Path) -> Result<Ext4<Stack>>
         ));
     }
     let kinds = layers.iter().map(classify).collect::<Result<Vec<_>>>()?;
+    let fs = kinds[0].fs_type();
+    if let Some((i, k)) = kinds.iter().enumerate().find(|(_, k)| k.fs_type() != fs) {
+        return Err(CheckError::BadInput(format!(
+            "converted layer {i} holds {} but layer 0 holds {}: one filesystem cannot span both",
+            k.fs_type().name(),
+            fs.name()
+        )));
+    }
     let mut lowers = Vec::with_capacity(kinds.len());
     for (i, k) in kinds.iter().enumerate() {
         lowers.push(open_layer(store, k, i, work)?);
@@ -188,10 +275,15 @@ pub fn open_fs(store: &dyn Store, m: &Value, work: &Path) -> Result<Ext4<Stack>>
         context: "stacking the converted layers".into(),
         source,
     })?;
-    Ext4::open(stack).map_err(|source| CheckError::Ext4 {
-        context: "opening the converted ext4 filesystem".into(),
-        source,
-    })
+    match fs {
+        FsType::Ext4 => Ext4::open(stack)
+            .map(|e| ConvertedFs::Ext4(Box::new(e)))
+            .map_err(|source| CheckError::Ext4 {
+                context: "opening the converted ext4 filesystem".into(),
+                source,
+            }),
+        FsType::Erofs => Ok(ConvertedFs::Erofs(Box::new(stack))),
+    }
 }
 
 fn ext4_err(what: String) -> impl FnOnce(obd_ext4::Error) -> CheckError {
@@ -201,7 +293,7 @@ fn ext4_err(what: String) -> impl FnOnce(obd_ext4::Error) -> CheckError {
     }
 }
 
-/// Walks the whole filesystem into a [`Tree`] (inode numbers as objects). Each inode's
+/// Walks a whole ext4 filesystem into a [`Tree`] (inode numbers as objects). Each inode's
 /// content is read and hashed once.
 pub fn walk<D: obd_format::io::BlockDevice>(fs: &mut Ext4<D>) -> Result<Tree> {
     let mut t = Tree::default();
@@ -288,6 +380,11 @@ mod tests {
         let turbo = json!({"digest": d, "annotations": {ANN_TURBO_TARGET: "sha256:bb"}});
         let k = classify(&turbo).unwrap();
         assert!(matches!(k, LayerKind::TurboOci { .. }));
+        assert_eq!(k.fs_type(), FsType::Ext4);
+        let erofs = json!({"digest": d, "annotations": {ANN_TURBO_TARGET: "sha256:bb", ANN_FS_TYPE: "erofs"}});
+        assert_eq!(classify(&erofs).unwrap().fs_type(), FsType::Erofs);
+        let xfs = json!({"digest": d, "annotations": {ANN_TURBO_TARGET: "sha256:bb", ANN_FS_TYPE: "xfs"}});
+        assert!(matches!(classify(&xfs), Err(CheckError::Unsupported(_))));
         let dir = tempfile::tempdir().unwrap();
         let store = obd_convert::store::OciLayout::open(dir.path().join("l"), true).unwrap();
         // A TurboOCI layer whose blob is missing is an error, not a panic.

@@ -25,6 +25,13 @@ pub enum CheckError {
         #[source]
         source: obd_ext4::Error,
     },
+    /// The converted EROFS fs-meta could not be read.
+    #[error("{context}: {source}")]
+    Erofs {
+        context: String,
+        #[source]
+        source: obd_erofs::Error,
+    },
     /// A source layer tar could not be read.
     #[error("{context}: {source}")]
     Tar {
@@ -45,7 +52,7 @@ pub enum CheckError {
     /// A platform, manifest or layer is missing.
     #[error("not found: {0}")]
     NotFound(String),
-    /// The image uses something the checker cannot read (yet), e.g. TurboOCI layers.
+    /// The image uses something the checker cannot read, e.g. an unknown fs type.
     #[error("unsupported: {0}")]
     Unsupported(String),
 }
@@ -81,6 +88,11 @@ impl From<CheckError> for ConvertError {
                     context: msg,
                     source,
                 },
+                _ => ConvertError::BadInput(msg),
+            },
+            CheckError::Erofs { source, .. } => match source {
+                obd_erofs::Error::Io(ioe) => io_class(msg, ioe),
+                obd_erofs::Error::Unsupported(_) => ConvertError::Unsupported(msg),
                 _ => ConvertError::BadInput(msg),
             },
             CheckError::Tar { source, .. } => match source {

@@ -3,9 +3,11 @@
 //!
 //! For every platform (source and converted manifests paired by `os/arch[/variant]`), the
 //! merged source root filesystem is computed from the layer tars ([`source`]) while the
-//! converted layers are fetched, stacked and their ext4 walked ([`converted`]); both are
-//! reduced to the entry model of [`tree`] and compared by [`compare`], which also holds the
-//! rules for what is ignored.
+//! converted layers are fetched, stacked and their filesystem walked ([`converted`]: ext4
+//! of native and TurboOCI images; [`erofs`]: EROFS fs-meta of TurboOCI images); both are
+//! reduced to the entry model of [`tree`] (source times clamped to what the converted
+//! filesystem stores) and compared by [`compare`], which also holds the rules for what is
+//! ignored.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), obd_check::CheckError> {
@@ -19,6 +21,7 @@
 
 pub mod compare;
 pub mod converted;
+pub mod erofs;
 pub mod error;
 pub mod source;
 pub mod tree;
@@ -300,12 +303,12 @@ pub fn source_tree(store: &dyn Store, m: &Value) -> Result<tree::Tree> {
 }
 
 /// The tree of a converted manifest, its layers fetched into a temporary directory under
-/// `work_dir`.
+/// `work_dir`, and the type of its filesystem.
 pub fn converted_tree(
     store: &dyn Store,
     m: &Value,
     work_dir: Option<&std::path::Path>,
-) -> Result<tree::Tree> {
+) -> Result<(tree::Tree, converted::FsType)> {
     let base = work_dir
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
@@ -316,7 +319,7 @@ pub fn converted_tree(
         .tempdir_in(&base)
         .map_err(|e| CheckError::io(format!("creating a work dir in {}", base.display()), e))?;
     let mut fs = converted::open_fs(store, m, work.path())?;
-    converted::walk(&mut fs)
+    Ok((fs.walk()?, fs.fs_type()))
 }
 
 fn check_pair(
@@ -337,7 +340,8 @@ fn check_pair(
             .unwrap_or_else(|_| Err(CheckError::BadInput("the source thread panicked".into())));
         (st, ct)
     });
-    let (st, ct) = (st?, ct?);
+    let (mut st, (ct, fs)) = (st?, ct?);
+    st.clamp_mtimes(fs.mtime_range());
     let differences = compare::compare(&st, &ct);
     let lf_ignored = !st.entries.contains_key(b"/lost+found".as_slice());
     let entries = st

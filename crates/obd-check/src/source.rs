@@ -9,7 +9,9 @@
 //! image (symlinks followed, clamped to the root), hard links resolve against the archive
 //! root in this or a lower layer. Regular file contents are hashed while streaming (sparse
 //! members expanded with zeros) and never stored: memory is proportional to the number of
-//! entries. Times are clamped to what ext4 can store, as the converter does.
+//! entries. Times are kept as the tar says (nanoseconds capped below one second); clamping
+//! them to what the converted filesystem stores is left to the caller
+//! ([`Tree::clamp_mtimes`]), which knows that filesystem.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{self, Read};
@@ -51,12 +53,10 @@ fn invalid(e: &TarEntry, detail: impl Into<String>) -> CheckError {
     ))
 }
 
-/// ext4's time range, as the converter clamps it.
+/// A member's time, nanoseconds capped as the converter caps them.
 fn clamp_time(t: obd_tar::reader::Timestamp) -> Time {
     Time {
-        secs: t
-            .sec
-            .clamp(obd_ext4::Timestamp::MIN_SECS, obd_ext4::Timestamp::MAX_SECS),
+        secs: t.sec,
         nanos: t.nsec.min(999_999_999),
     }
 }

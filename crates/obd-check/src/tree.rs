@@ -114,6 +114,14 @@ pub struct Tree {
 }
 
 impl Tree {
+    /// Clamps the seconds of every defined mtime into `[min, max]` (nanoseconds kept): what
+    /// the converted filesystem can store, see [`crate::converted::FsType::mtime_range`].
+    pub fn clamp_mtimes(&mut self, (min, max): (i64, i64)) {
+        for t in self.entries.values_mut().filter_map(|e| e.mtime.as_mut()) {
+            t.secs = t.secs.clamp(min, max);
+        }
+    }
+
     /// For every non-directory sharing its object with other paths: the first such path in
     /// byte order (the "leader" of its hard link group). Paths not linked are absent.
     pub fn hardlink_leaders(&self) -> HashMap<Vec<u8>, Vec<u8>> {

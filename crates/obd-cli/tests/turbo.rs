@@ -1,7 +1,9 @@
 //! TurboOCIv1 end to end: `convertor --turboOCI` over corpus images; for every prefix of
 //! layers, the fs-meta layers with their gzip indexes over the original blobs flatten
 //! (`obd export-raw`) to an ext4 that passes `e2fsck -fn` and, where loop mounts work,
-//! whose tree equals `umoci unpack` of the same image prefix.
+//! whose tree equals `umoci unpack` of the same image prefix; `obd check` (no mounts) says
+//! the whole image is identical to its source, for ext4 and EROFS (`--fstype erofs`)
+//! fs-meta alike.
 
 mod common;
 
@@ -158,8 +160,8 @@ fn check_image_fs(tag: &str, fstype: &str) {
     );
     let m = layout_manifest(&out, &format!("{tag}-turbo"));
     let (meta, source) = check_manifest(&src, &out, &m, Some(tag), w.path(), fstype);
-    // `obd check` reads the TurboOCI image without mounting (ext4 fs-meta only).
-    if fstype == "ext4" {
+    // `obd check` reads the TurboOCI image without mounting (ext4 or EROFS fs-meta).
+    {
         let o = obd()
             .args(["check", "--source", &format!("oci:{}", src.display())])
             .args(["--source-ref", tag])
@@ -175,7 +177,7 @@ fn check_image_fs(tag: &str, fstype: &str) {
             "{tag}: obd check: {stdout}{}",
             String::from_utf8_lossy(&o.stderr)
         );
-        eprintln!("{tag}: obd check: {}", stdout.trim());
+        eprintln!("{tag} ({fstype}): obd check: {}", stdout.trim());
     }
     eprintln!(
         "{tag} ({fstype}): TurboOCI metadata {meta} bytes for {source} bytes of source layers ({:.2}%)",

@@ -26,6 +26,7 @@ use obd_format::uuid::Uuid;
 use obd_format::zfile::{Algorithm, ZFileOptions};
 use obd_tar::decompress::Compression;
 
+use crate::baselayer;
 use crate::digest::{HashReader, HashWriter};
 use crate::error::{ConvertError, Result};
 use crate::fetch::{self, Job, TailReader};
@@ -129,9 +130,11 @@ pub fn convert_manifest(
             "TurboOCIv1 with --fstype {fstype} is not supported (ext4 or erofs)"
         )));
     }
-    if !opts.mkfs {
+    if !opts.mkfs && fstype == "erofs" {
+        // Upstream stacks EROFS metadata on the ext4 baselayer, which no runtime can read.
         return Err(ConvertError::Unsupported(
-            "TurboOCIv1 needs --mkfs (the baselayer is not supported with --turboOCI)".into(),
+            "TurboOCIv1 with --fstype erofs needs --mkfs (EROFS cannot stack on the ext4 baselayer)"
+                .into(),
         ));
     }
     std::fs::create_dir_all(work)
@@ -170,8 +173,33 @@ pub fn convert_manifest(
         vec![None; n]
     };
     let uploader = Uploader::start(dst.clone(), !opts.no_upload, opts.progress.clone());
-    let vsize = opts.vsize_gb << 30;
+    // Without mkfs, every layer stacks on the upstream baselayer (64 GiB), which the output
+    // lists first as the raw ZFile upstream pushes (not tar-wrapped).
+    let vsize = if opts.mkfs {
+        opts.vsize_gb << 30
+    } else {
+        64 << 30
+    };
     let mut lowers: Vec<Arc<LsmtRo>> = Vec::new();
+    let mut base: Option<(String, u64)> = None;
+    if !opts.mkfs {
+        let raw = work.join("ext4_64");
+        baselayer::extract(&raw)?;
+        lowers.push(Arc::new(detect::open_layer(&raw)?));
+        let size = std::fs::metadata(&raw)
+            .map_err(|e| ConvertError::io("the baselayer", e))?
+            .len();
+        let d = baselayer::RAW_DIGEST.to_string();
+        uploader.send(Push {
+            layer: None,
+            path: raw,
+            digest: d.clone(),
+            size,
+            then: None,
+        });
+        base = Some((d, size));
+        tracing::info!("using the upstream baselayer");
+    }
     let mut out_layers = Vec::new();
     let mut out_diff_ids = Vec::new();
     let mut reports = Vec::new();
@@ -250,7 +278,7 @@ pub fn convert_manifest(
             }
             entries
         } else {
-            let mut fs = if i == 0 {
+            let mut fs = if i == 0 && opts.mkfs {
                 Ext4::mkfs(dev, &MkfsOptions::default())?
             } else {
                 Ext4::open(dev)?
@@ -404,6 +432,10 @@ pub fn convert_manifest(
             ..Default::default()
         });
         tracing::info!("{id}: turbo meta {size} bytes for {lsize} source bytes");
+    }
+    if let Some((d, size)) = base {
+        out_layers.insert(0, image::native_layer(&d, size, opts.flavor));
+        out_diff_ids.insert(0, d);
     }
     let done = uploader.done.clone();
     uploader.finish()?;
