@@ -9,8 +9,11 @@ use anyhow::{bail, Result};
 use obd_convert::store::{OciLayout, Store};
 use obd_convert::ConvertError;
 
-/// Connection flags, spelled as upstream's convertor spells them.
-#[derive(clap::Args, Debug, Clone, Default)]
+/// Default of `--read-timeout`, in seconds.
+pub const DEFAULT_READ_TIMEOUT_SECS: u64 = 60;
+
+/// Connection flags, spelled as upstream's convertor spells them (`--read-timeout` is ours).
+#[derive(clap::Args, Debug, Clone)]
 pub struct NetArgs {
     /// connections using plain HTTP
     #[arg(long)]
@@ -27,6 +30,22 @@ pub struct NetArgs {
     /// don't verify the server's certificate chain and host name
     #[arg(long)]
     pub insecure: bool,
+    /// give up on a registry request after SECS seconds without data (retried like other network errors); a blob upload request may take 2*SECS plus 8 s per MiB; 0 waits forever
+    #[arg(long = "read-timeout", value_name = "SECS", default_value_t = DEFAULT_READ_TIMEOUT_SECS)]
+    pub read_timeout: u64,
+}
+
+impl Default for NetArgs {
+    fn default() -> Self {
+        NetArgs {
+            plain: false,
+            cert_dir: Vec::new(),
+            root_ca: Vec::new(),
+            client_cert: Vec::new(),
+            insecure: false,
+            read_timeout: DEFAULT_READ_TIMEOUT_SECS,
+        }
+    }
 }
 
 impl NetArgs {
@@ -37,6 +56,7 @@ impl NetArgs {
             || !self.cert_dir.is_empty()
             || !self.root_ca.is_empty()
             || !self.client_cert.is_empty()
+            || self.read_timeout != DEFAULT_READ_TIMEOUT_SECS
     }
 
     /// Client options for a registry, with `username` as `user[:password]`; without it the
@@ -69,6 +89,8 @@ impl NetArgs {
             client_cert,
             use_docker_config: username.is_none(),
             credentials,
+            read_timeout: (self.read_timeout > 0)
+                .then(|| std::time::Duration::from_secs(self.read_timeout)),
             ..Default::default()
         })
     }

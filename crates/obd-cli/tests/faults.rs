@@ -1,7 +1,8 @@
 //! Registry faults end to end: `convertor` through a fault-injecting proxy (`FlakyProxy`)
 //! in front of a real `docker-registry`, with an SQLite dedup database. Transient faults
 //! are retried and give the same manifest as a clean conversion; persistent ones fail with
-//! a clear error, leave the target tag where it was and no manifest row behind.
+//! a clear error, leave the target tag where it was and no manifest row behind. Stalls are
+//! cut by `--read-timeout` and the upload deadline, then handled like other transient faults.
 
 mod common;
 
@@ -17,6 +18,8 @@ struct Setup {
     repo: String,
     tag: &'static str,
     clean: String,
+    /// More convertor flags for the faulty runs (`--read-timeout 2`).
+    extra: Vec<String>,
 }
 
 /// A registry with corpus `tag` seeded and its clean conversion's digest.
@@ -37,6 +40,7 @@ fn setup(kind: RegistryKind, tag: &'static str) -> Option<Setup> {
         repo,
         tag,
         clean,
+        extra: Vec::new(),
     })
 }
 
@@ -55,6 +59,7 @@ impl Setup {
         a.push("--target-repository".into());
         a.push(format!("{host}/{target}"));
         a.extend(db.args());
+        a.extend(self.extra.iter().cloned());
         let t = Instant::now();
         let o = run(&a);
         (o, t.elapsed())
@@ -78,8 +83,8 @@ impl Setup {
     }
 
     /// A persistent fault: the conversion fails with exit `code` naming `cause`; the target
-    /// tag (set beforehand to a different image) does not move.
-    fn fails(&self, name: &str, faults: Vec<Fault>, codes: &[i32], cause: &str) {
+    /// tag (set beforehand to a different image) does not move. Returns how long it took.
+    fn fails(&self, name: &str, faults: Vec<Fault>, codes: &[i32], cause: &str) -> Duration {
         let c = self.reg.client();
         let target = format!("out/{name}");
         // The target tag exists already, pointing at another image.
@@ -111,6 +116,7 @@ impl Setup {
             "{name}: failed as expected in {took:.1?}, exit {:?}: {last}",
             o.status.code()
         );
+        took
     }
 }
 
@@ -195,9 +201,11 @@ fn bodies_cut_mid_blob_are_resumed() {
             Fault::truncate_body().on("GET").path("/blobs/"),
         ],
     );
+    // 1 KiB: less than any layer blob, whichever is pushed first (a body shorter than the
+    // cut would not be reset but held, a stall, which only the upload deadline ends).
     s.retried(
         "reset-mid-upload",
-        vec![Fault::cut_request(64 << 10).on("PUT").path("/blobs/")],
+        vec![Fault::cut_request(1 << 10).on("PUT").path("/blobs/")],
     );
 }
 
@@ -231,6 +239,61 @@ fn persistent_faults_fail_cleanly() {
         &[6],
         "blob",
     );
+}
+
+/// A registry that accepts a request and then stalls (sends nothing, stops half-way
+/// through a body, stops reading an upload) is given up on after `--read-timeout` (uploads:
+/// their size-based deadline) and retried; one that keeps stalling fails in bounded time
+/// with an error naming the timeout, exit 6, the tag unchanged.
+#[test]
+fn stalls_time_out() {
+    let Some(mut s) = setup(RegistryKind::Plain, "tiny") else {
+        return;
+    };
+    s.extra = vec!["--read-timeout".into(), "2".into()];
+    let bound = Duration::from_secs(20);
+    for (name, fault) in [
+        (
+            "manifest-get-stall",
+            Fault::stall().on("GET").path("/manifests/"),
+        ),
+        ("blob-get-stall", Fault::stall().on("GET").path("/blobs/")),
+        (
+            "blob-body-stall",
+            Fault::stall_mid_body().on("GET").path("/blobs/"),
+        ),
+        (
+            "blob-put-stall",
+            Fault::stall_request(4 << 10).on("PUT").path("/blobs/"),
+        ),
+    ] {
+        let took = s.retried(name, vec![fault]);
+        assert!(took >= Duration::from_secs(2), "{name}: {took:?}");
+        assert!(took < bound, "{name}: took {took:?}");
+    }
+    // 5 attempts of 2 s, 3.75 s of backoff: about 14 s
+    let took = s.fails(
+        "blob-get-stall-forever",
+        many(Fault::stall().on("GET").path("/blobs/"), 12),
+        &[6],
+        "read timeout",
+    );
+    assert!(took < Duration::from_secs(45), "took {took:?}");
+    let took = s.fails(
+        "blob-body-stall-forever",
+        many(Fault::stall_mid_body().on("GET").path("/blobs/"), 12),
+        &[6],
+        "read timeout",
+    );
+    assert!(took < Duration::from_secs(45), "took {took:?}");
+    // 5 attempts of 2 x 2 s + size / 128 KiB/s, 3.75 s of backoff
+    let took = s.fails(
+        "blob-put-stall-forever",
+        many(Fault::stall_request(4 << 10).on("PUT").path("/blobs/"), 40),
+        &[6],
+        "deadline",
+    );
+    assert!(took < Duration::from_secs(90), "took {took:?}");
 }
 
 /// A token endpoint that fails now and then is retried; one that keeps failing is a clear

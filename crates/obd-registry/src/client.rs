@@ -48,7 +48,27 @@ pub struct ClientOptions {
     pub chunk_size: Option<u64>,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
+    /// How long to wait for data from the registry before giving up on a request: for the
+    /// response head (counted from the start of the request) and then for each next piece of
+    /// the response body (reset after every read that returns data). A request that times
+    /// out is a transient network failure: retried with backoff, blob downloads resume with
+    /// a ranged `GET`. `None` waits forever. Blob upload requests get a total deadline
+    /// instead, see [`ClientOptions::min_upload_rate`].
+    pub read_timeout: Option<Duration>,
+    /// Slowest average upload rate (bytes per second) tolerated for blob uploads. A request
+    /// carrying blob data (`PUT`/`PATCH`, and the final `PUT` of a chunked upload) must
+    /// complete, response included, within `2 × read_timeout + bytes / min_upload_rate`
+    /// (default 120 s + 8 s per MiB); when it does not, the upload is restarted from scratch
+    /// like after other transient failures. A read timeout cannot detect a registry that
+    /// stops reading our body, hence the size-based deadline. `0`, or `read_timeout: None`,
+    /// means no deadline.
+    pub min_upload_rate: u64,
 }
+
+/// Default [`ClientOptions::read_timeout`].
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default [`ClientOptions::min_upload_rate`]: 128 KiB/s (1 Mbit/s).
+pub const DEFAULT_MIN_UPLOAD_RATE: u64 = 128 << 10;
 
 impl Default for ClientOptions {
     fn default() -> Self {
@@ -65,6 +85,8 @@ impl Default for ClientOptions {
             user_agent: concat!("obdconv/", env!("CARGO_PKG_VERSION")).to_string(),
             chunk_size: None,
             connect_timeout: Duration::from_secs(30),
+            read_timeout: Some(DEFAULT_READ_TIMEOUT),
+            min_upload_rate: DEFAULT_MIN_UPLOAD_RATE,
         }
     }
 }
@@ -160,7 +182,11 @@ impl UploadSource {
 /// A blocking client for one registry host. Cheap to share between threads (`&Client` is
 /// `Sync`); tokens are cached per scope set.
 pub struct Client {
+    /// Every request but blob uploads: with the read timeout.
     http: reqwest::blocking::Client,
+    /// Blob upload requests: no read timeout (it would also bound the time spent sending the
+    /// body), a per-request total deadline instead ([`Client::upload_deadline`]).
+    upload_http: reqwest::blocking::Client,
     base: Url,
     host: String,
     opts: ClientOptions,
@@ -184,10 +210,75 @@ fn network_err(url: &Url, detail: impl Into<String>) -> Error {
     }
 }
 
-/// Classify a transport error: (error, transient?).
-fn transport_error(e: reqwest::Error, url: &Url) -> (Error, bool) {
+/// The deadline a request ran under, named in the error when it expires.
+#[derive(Debug, Clone, Copy)]
+enum Deadline {
+    /// [`ClientOptions::read_timeout`].
+    Read(Option<Duration>),
+    /// The total deadline of a blob upload request carrying `bytes` bytes.
+    Upload { total: Duration, bytes: u64 },
+}
+
+impl Deadline {
+    fn describe(&self) -> String {
+        match self {
+            Deadline::Read(Some(rt)) => format!(
+                "timed out: no data from the registry for {} (read timeout)",
+                fmt_secs(*rt)
+            ),
+            Deadline::Read(None) => "timed out".into(),
+            Deadline::Upload { total, bytes } => format!(
+                "timed out: upload request of {bytes} bytes not done within its {} deadline \
+                 (2 x read timeout + size at the minimum upload rate)",
+                fmt_secs(*total)
+            ),
+        }
+    }
+}
+
+/// `2 s`, `1.5 s`.
+fn fmt_secs(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+/// Did reading a response body fail because a timeout expired?
+fn is_timeout_io(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::TimedOut
+        || e.get_ref()
+            .and_then(|i| i.downcast_ref::<reqwest::Error>())
+            .is_some_and(|r| r.is_timeout())
+}
+
+/// Describes an error reading a response body: its whole source chain, led by the expired
+/// read timeout when that is the cause.
+fn read_error_detail(e: &io::Error, read_timeout: Option<Duration>) -> String {
+    let mut detail = e.to_string();
+    let mut src = e.get_ref().and_then(|i| i.source());
+    while let Some(s) = src {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        src = s.source();
+    }
+    if is_timeout_io(e) {
+        format!("{}: {detail}", Deadline::Read(read_timeout).describe())
+    } else {
+        detail
+    }
+}
+
+/// Classify a transport error: (error, transient?). `deadline` is named when it expired.
+fn transport_error(e: reqwest::Error, url: &Url, deadline: Deadline) -> (Error, bool) {
     let mut transient = e.is_connect() || e.is_timeout();
     let mut tls_err = false;
+    let timeout_note = match (e.is_timeout(), e.is_connect()) {
+        (true, true) => Some("timed out connecting".to_string()),
+        (true, false) => Some(deadline.describe()),
+        _ => None,
+    };
     let e = e.without_url();
     let mut detail = e.to_string();
     let mut src = std::error::Error::source(&e);
@@ -233,6 +324,9 @@ fn transport_error(e: reqwest::Error, url: &Url) -> (Error, bool) {
         || lower.contains("broken pipe")
     {
         transient = true;
+    }
+    if let Some(note) = timeout_note {
+        detail = format!("{note}: {detail}");
     }
     if tls_err {
         (
@@ -380,6 +474,8 @@ pub struct BlobReader {
     verified: bool,
     /// How to continue the body with a ranged GET after it broke off.
     resume: Option<Resume>,
+    /// The client's read timeout, named in errors when it expired.
+    read_timeout: Option<Duration>,
 }
 
 /// What a [`BlobReader`] needs to re-request the rest of a blob.
@@ -514,8 +610,9 @@ impl Read for BlobReader {
                         break Ok(0);
                     }
                 }
-                Err(e) if e.kind() != io::ErrorKind::Interrupted && self.resume(&e.to_string()) => {
-                }
+                Err(e)
+                    if e.kind() != io::ErrorKind::Interrupted
+                        && self.resume(&read_error_detail(&e, self.read_timeout)) => {}
                 r => break r,
             }
         };
@@ -548,7 +645,14 @@ impl Read for BlobReader {
                 let kind = e.kind();
                 Err(io::Error::new(
                     kind,
-                    network_err(&self.url, format!("reading blob body: {e}")),
+                    network_err(
+                        &self.url,
+                        format!(
+                            "reading blob body at byte {}: {}",
+                            self.read,
+                            read_error_detail(&e, self.read_timeout)
+                        ),
+                    ),
                 ))
             }
         }
@@ -662,16 +766,34 @@ impl Client {
             root_cas: &opts.root_cas,
             client_cert: opts.client_cert.as_ref(),
         })?;
-        let http = reqwest::blocking::Client::builder()
-            .use_preconfigured_tls(tls_cfg)
-            .user_agent(opts.user_agent.clone())
-            .connect_timeout(opts.connect_timeout)
-            .timeout(None::<Duration>)
-            .pool_max_idle_per_host(32)
-            .http1_only()
-            .redirect(reqwest::redirect::Policy::limited(10))
-            .build()
-            .map_err(|e| Error::Config(format!("HTTP client setup: {e}")))?;
+        // reqwest's blocking client runs the async one on a runtime thread, but reads
+        // response bodies on the caller's thread. The async builder's `read_timeout` (usable
+        // through `blocking::ClientBuilder::from`) creates its timer while the body is read,
+        // which panics there ("no reactor running", reqwest 0.13.5). The blocking builder's
+        // own `timeout` does what we need instead: it bounds sending the request and
+        // receiving the response head, then every single `read` of the body (a fresh
+        // deadline per read, no total). Bounding the request phase would also bound the time
+        // spent sending an upload body, so blob uploads use a second client without it and
+        // a per-request total deadline sized to the upload.
+        let build = |tls_cfg: rustls::ClientConfig, timeout: Option<Duration>| {
+            reqwest::blocking::Client::builder()
+                .tls_backend_preconfigured(tls_cfg)
+                .user_agent(opts.user_agent.clone())
+                .connect_timeout(opts.connect_timeout)
+                .timeout(timeout)
+                .pool_max_idle_per_host(32)
+                .http1_only()
+                .redirect(reqwest::redirect::Policy::limited(10))
+                .build()
+                .map_err(|e| Error::Config(format!("HTTP client setup: {e}")))
+        };
+        let (http, upload_http) = match opts.read_timeout {
+            Some(rt) => (build(tls_cfg.clone(), Some(rt))?, build(tls_cfg, None)?),
+            None => {
+                let h = build(tls_cfg, None)?;
+                (h.clone(), h)
+            }
+        };
         let creds = match &opts.credentials {
             Some(c) => Some(c.clone()),
             None if opts.use_docker_config => Credentials::from_docker_config(host)?,
@@ -679,6 +801,7 @@ impl Client {
         };
         Ok(Client {
             http,
+            upload_http,
             base,
             host: api,
             opts,
@@ -857,7 +980,9 @@ impl Client {
             hv.set_sensitive(true);
             rb = rb.header(AUTHORIZATION, hv);
         }
-        let resp = rb.send().map_err(|e| transport_error(e, &url).0)?;
+        let resp = rb
+            .send()
+            .map_err(|e| transport_error(e, &url, self.read_deadline()).0)?;
         let status = resp.status().as_u16();
         let resp = if status == 200 {
             resp
@@ -881,9 +1006,15 @@ impl Client {
             expires_in: Option<u64>,
         }
         let mut body = Vec::new();
-        resp.take(1 << 20)
-            .read_to_end(&mut body)
-            .map_err(|e| network_err(&url, format!("reading token response: {e}")))?;
+        resp.take(1 << 20).read_to_end(&mut body).map_err(|e| {
+            network_err(
+                &url,
+                format!(
+                    "reading token response: {}",
+                    read_error_detail(&e, self.opts.read_timeout)
+                ),
+            )
+        })?;
         let tr: TokenResp = serde_json::from_slice(&body)
             .map_err(|e| Error::Protocol(format!("token response is not JSON: {e}")))?;
         let token = tr
@@ -931,7 +1062,7 @@ impl Client {
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(form.finish())
             .send()
-            .map_err(|e| transport_error(e, &url).0)?;
+            .map_err(|e| transport_error(e, &url, self.read_deadline()).0)?;
         if resp.status().as_u16() == 200 {
             return Ok(resp);
         }
@@ -955,6 +1086,24 @@ impl Client {
 
     // ---------------------------------------------------------------- transport
 
+    /// The deadline of requests sent with [`Client::send`].
+    fn read_deadline(&self) -> Deadline {
+        Deadline::Read(self.opts.read_timeout)
+    }
+
+    /// Total deadline of a blob upload request carrying `bytes` bytes (see
+    /// [`ClientOptions::min_upload_rate`]); `None` when disabled.
+    pub(crate) fn upload_deadline(&self, bytes: u64) -> Option<Duration> {
+        let rt = self.opts.read_timeout?;
+        let rate = self.opts.min_upload_rate;
+        if rate == 0 {
+            return None;
+        }
+        let transfer =
+            Duration::try_from_secs_f64(bytes as f64 / rate as f64).unwrap_or(Duration::MAX);
+        Some(rt.saturating_mul(2).saturating_add(transfer))
+    }
+
     /// Send a request with auth and retries. Returns the response whatever its status,
     /// except for transport errors.
     fn send(
@@ -965,11 +1114,49 @@ impl Client {
         body: &mut ReqBody,
         scopes: &[String],
     ) -> Result<Response> {
+        self.send_with(method, url, headers, body, scopes, None)
+    }
+
+    /// [`Client::send`] for a request that carries (or, for the final `PUT` of a chunked
+    /// upload, commits) `bytes` bytes of a blob upload: sent under the upload deadline
+    /// instead of the read timeout, and not re-sent after a transport failure, as the
+    /// registry may have kept part of the body; the caller restarts the whole upload.
+    fn send_upload(
+        &self,
+        method: Method,
+        url: &Url,
+        headers: &[(&str, &str)],
+        body: &mut ReqBody,
+        scopes: &[String],
+        bytes: u64,
+    ) -> Result<Response> {
+        self.send_with(method, url, headers, body, scopes, Some(bytes))
+    }
+
+    fn send_with(
+        &self,
+        method: Method,
+        url: &Url,
+        headers: &[(&str, &str)],
+        body: &mut ReqBody,
+        scopes: &[String],
+        upload: Option<u64>,
+    ) -> Result<Response> {
         let mut attempt = 0u32;
         let mut auth_rounds = 0u32;
+        let (http, deadline) = match upload {
+            None => (&self.http, self.read_deadline()),
+            Some(bytes) => match self.upload_deadline(bytes) {
+                Some(total) => (&self.upload_http, Deadline::Upload { total, bytes }),
+                None => (&self.upload_http, Deadline::Read(None)),
+            },
+        };
         loop {
             let authz = self.authorization(scopes)?;
-            let mut rb = self.http.request(method.clone(), url.clone());
+            let mut rb = http.request(method.clone(), url.clone());
+            if let Deadline::Upload { total, .. } = deadline {
+                rb = rb.timeout(total);
+            }
             for (k, v) in headers {
                 rb = rb.header(*k, *v);
             }
@@ -985,8 +1172,12 @@ impl Client {
             let res = rb.send();
             match res {
                 Err(e) => {
-                    let (err, transient) = transport_error(e, url);
-                    if transient && body.rewindable() && attempt < self.opts.retries {
+                    let (err, transient) = transport_error(e, url, deadline);
+                    if transient
+                        && upload.is_none()
+                        && body.rewindable()
+                        && attempt < self.opts.retries
+                    {
                         let d = self.backoff(attempt);
                         warn!(%method, url = %display_url(url), error = %err, delay_ms = d.as_millis() as u64, "retrying");
                         std::thread::sleep(d);
@@ -1087,23 +1278,43 @@ impl Client {
             validate_digest(reference)?;
         }
         let what = format!("manifest {repo}:{reference}");
-        let resp = self.simple(
-            Method::GET,
-            &format!("v2/{repo}/manifests/{reference}"),
-            &[("Accept", MANIFEST_ACCEPT)],
-            ReqBody::Empty,
-            &[scope_pull(repo)],
-            &[200],
-            &what,
-        )?;
-        let header_mt = media_type_of(resp.headers());
-        let header_digest =
-            header_str(resp.headers(), "docker-content-digest").map(|s| s.to_string());
-        let url = resp.url().clone();
-        let mut bytes = Vec::new();
-        resp.take(64 << 20)
-            .read_to_end(&mut bytes)
-            .map_err(|e| network_err(&url, format!("reading manifest: {e}")))?;
+        let mut attempt = 0u32;
+        let (bytes, header_mt, header_digest) = loop {
+            let resp = self.simple(
+                Method::GET,
+                &format!("v2/{repo}/manifests/{reference}"),
+                &[("Accept", MANIFEST_ACCEPT)],
+                ReqBody::Empty,
+                &[scope_pull(repo)],
+                &[200],
+                &what,
+            )?;
+            let header_mt = media_type_of(resp.headers());
+            let header_digest =
+                header_str(resp.headers(), "docker-content-digest").map(|s| s.to_string());
+            let url = resp.url().clone();
+            let mut bytes = Vec::new();
+            match resp.take(64 << 20).read_to_end(&mut bytes) {
+                Ok(_) => break (bytes, header_mt, header_digest),
+                Err(e) => {
+                    // A body that broke off or stalled: ask again.
+                    let err = network_err(
+                        &url,
+                        format!(
+                            "reading manifest: {}",
+                            read_error_detail(&e, self.opts.read_timeout)
+                        ),
+                    );
+                    if attempt >= self.opts.retries {
+                        return Err(err);
+                    }
+                    let d = self.backoff(attempt);
+                    warn!(manifest = %what, error = %err, delay_ms = d.as_millis() as u64, "retrying");
+                    std::thread::sleep(d);
+                    attempt += 1;
+                }
+            }
+        };
         let media_type = classify_manifest(header_mt.as_deref(), &bytes, &what)?;
         let digest = if is_digest(reference) {
             let actual = compute_digest_like(reference, &bytes)?;
@@ -1217,6 +1428,7 @@ impl Client {
                 base_delay: self.opts.retry_base_delay,
                 attempts: 0,
             }),
+            read_timeout: self.opts.read_timeout,
         })
     }
 
@@ -1247,7 +1459,13 @@ impl Client {
         let url = resp.url().clone();
         let status = resp.status().as_u16();
         let mut out = Vec::new();
-        let rd = |e: io::Error| network_err(&url, format!("reading blob range: {e}"));
+        let rt = self.opts.read_timeout;
+        let rd = |e: io::Error| {
+            network_err(
+                &url,
+                format!("reading blob range: {}", read_error_detail(&e, rt)),
+            )
+        };
         match status {
             416 => {}
             206 => {
@@ -1428,7 +1646,7 @@ impl Client {
                 }
                 let range = format!("{}-{}", offset, offset + n as u64 - 1);
                 let len = n.to_string();
-                let resp = self.send(
+                let resp = self.send_upload(
                     Method::PATCH,
                     &loc,
                     &[
@@ -1438,6 +1656,7 @@ impl Client {
                     ],
                     &mut ReqBody::Bytes(buf[..n].to_vec()),
                     &scopes,
+                    n as u64,
                 )?;
                 let resp = self.expect(Method::PATCH, &loc, resp, &[201, 202, 204], &what)?;
                 loc = self.next_location(&loc, &resp)?;
@@ -1455,7 +1674,9 @@ impl Client {
         } else {
             &[("Content-Type", "application/octet-stream")]
         };
-        let resp = self.send(Method::PUT, &loc, headers, &mut body, &scopes)?;
+        // The final PUT carries the whole blob, or commits the chunks sent: either way the
+        // registry may need time in proportion to the size.
+        let resp = self.send_upload(Method::PUT, &loc, headers, &mut body, &scopes, size)?;
         let resp = self.expect(Method::PUT, &loc, resp, &[200, 201, 202, 204], &what)?;
         if let Some(d) = header_str(resp.headers(), "docker-content-digest") {
             if d != digest {
@@ -1719,5 +1940,72 @@ fn index_descriptors(idx: &serde_json::Value) -> Result<Vec<Descriptor>> {
         None | Some(serde_json::Value::Null) => Ok(Vec::new()),
         Some(m) => serde_json::from_value(m.clone())
             .map_err(|e| Error::Protocol(format!("bad descriptors in index: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(opts: ClientOptions) -> Client {
+        Client::new(
+            "127.0.0.1:1",
+            ClientOptions {
+                plain_http: true,
+                ..opts
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn upload_deadline_grows_with_size() {
+        let c = client(ClientOptions::default());
+        assert_eq!(c.upload_deadline(0), Some(Duration::from_secs(120)));
+        assert_eq!(c.upload_deadline(1 << 20), Some(Duration::from_secs(128)));
+        assert_eq!(
+            c.upload_deadline(1 << 30),
+            Some(Duration::from_secs(120 + 8192))
+        );
+        assert!(c.upload_deadline(u64::MAX).is_some());
+        let c = client(ClientOptions {
+            read_timeout: Some(Duration::from_secs(2)),
+            ..Default::default()
+        });
+        assert_eq!(
+            c.upload_deadline(64 << 10),
+            Some(Duration::from_millis(4500))
+        );
+        let off = client(ClientOptions {
+            read_timeout: None,
+            ..Default::default()
+        });
+        assert_eq!(off.upload_deadline(1 << 20), None);
+        let no_rate = client(ClientOptions {
+            min_upload_rate: 0,
+            ..Default::default()
+        });
+        assert_eq!(no_rate.upload_deadline(1 << 20), None);
+    }
+
+    #[test]
+    fn timeouts_are_named() {
+        assert_eq!(
+            Deadline::Read(Some(Duration::from_secs(60))).describe(),
+            "timed out: no data from the registry for 60 s (read timeout)"
+        );
+        let up = Deadline::Upload {
+            total: Duration::from_millis(4500),
+            bytes: 65536,
+        }
+        .describe();
+        assert!(
+            up.contains("65536 bytes") && up.contains("4.5 s deadline"),
+            "{up}"
+        );
+        let e = io::Error::from(io::ErrorKind::TimedOut);
+        assert!(
+            read_error_detail(&e, Some(Duration::from_secs(2))).contains("for 2 s (read timeout)")
+        );
     }
 }

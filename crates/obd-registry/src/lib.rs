@@ -15,6 +15,11 @@
 //! - Uploads: `HEAD` first, `POST` a session, then one streamed `PUT` or `PATCH` chunks
 //!   ([`ClientOptions::chunk_size`]). Sources that can be reopened (files, bytes) are
 //!   restarted from scratch on transient failures; one-shot streams never are.
+//! - Timeouts: no data for [`ClientOptions::read_timeout`] (default 60 s) while waiting for
+//!   a response head or the next bytes of a body fails the request as a transient network
+//!   error (retried; blob downloads resume with a ranged `GET`). A blob upload request gets a
+//!   total deadline instead, `2 × read_timeout + size / min_upload_rate` (128 KiB/s), which
+//!   also catches a registry that stops reading the body; the upload is then restarted.
 //! - Auth: Basic, or Bearer tokens fetched by GET (Basic or anonymous), falling back to an
 //!   OAuth2 password POST; cached per scope set; secrets are never logged.
 //! - The `testutil` feature starts real `docker-registry` instances for tests
@@ -47,6 +52,7 @@ pub mod testutil;
 pub use auth::{parse_www_authenticate, Challenge, Credentials};
 pub use client::{
     referrers_fallback_tag, scope_pull, scope_push, BlobPush, BlobReader, Client, ClientOptions,
+    DEFAULT_MIN_UPLOAD_RATE, DEFAULT_READ_TIMEOUT,
 };
 pub use error::{Error, Result};
 pub use reference::{api_host, validate_digest, validate_repository, Reference};

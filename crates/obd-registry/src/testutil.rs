@@ -815,9 +815,20 @@ pub enum FaultAction {
     /// connection: with `reset` by an RST (a connection reset mid-body), else by a clean
     /// FIN (a truncated body).
     CutResponse { reset: bool },
-    /// Forward the request head and at most this many bytes of its body, then reset both
-    /// connections (a reset mid-upload).
+    /// Forward the request head and at most this many bytes of its body (all of it when
+    /// shorter), then reset both connections (a reset mid-upload).
     CutRequest(u64),
+    /// Forward the request, then hold the connection open without a word: a registry that
+    /// accepted the request and stalls. With `partial`, the response head and half of its
+    /// body are passed on first (a body that stops mid-way). Held until the proxy is dropped.
+    StallResponse { partial: bool },
+    /// Forward the request head and at most this many bytes of its body, then stop reading
+    /// the body and hold both connections open without answering: a registry that stops
+    /// reading an upload. Held until the proxy is dropped.
+    StallRequest(u64),
+    /// Forward the request and its response, each body at most this many bytes per second
+    /// (a slow but steady link).
+    Throttle(u64),
 }
 
 /// A fault injected into the next request whose method matches (any method if `None`) and
@@ -865,6 +876,23 @@ impl Fault {
     pub fn cut_request(bytes: u64) -> Fault {
         Fault::new(FaultAction::CutRequest(bytes))
     }
+    /// Forward the next request and never answer it (the connection stays open).
+    pub fn stall() -> Fault {
+        Fault::new(FaultAction::StallResponse { partial: false })
+    }
+    /// Pass on the next response head and half of its body, then stall (connection open).
+    pub fn stall_mid_body() -> Fault {
+        Fault::new(FaultAction::StallResponse { partial: true })
+    }
+    /// Forward `bytes` bytes of the next request body, then stop reading it and stall
+    /// (connections open, no answer).
+    pub fn stall_request(bytes: u64) -> Fault {
+        Fault::new(FaultAction::StallRequest(bytes))
+    }
+    /// Forward the next request and its response at `bytes_per_sec` each way.
+    pub fn throttle(bytes_per_sec: u64) -> Fault {
+        Fault::new(FaultAction::Throttle(bytes_per_sec))
+    }
     /// Only apply to a request with this method (`PUT`, `PATCH`, ...).
     pub fn on(mut self, method: &'static str) -> Fault {
         self.method = Some(method);
@@ -879,7 +907,8 @@ impl Fault {
 
 /// An HTTP/1.1 proxy in front of a real registry, one request per connection, that
 /// replaces queued requests with injected faults (5xx/429, dropped connections, delays,
-/// bodies cut or reset half-way) and forwards everything else untouched. For testing retries. Stopped on drop.
+/// bodies cut or reset half-way, stalls) and forwards everything else untouched. For testing
+/// retries and timeouts. Stopped on drop (which also ends the stalls).
 pub struct FlakyProxy {
     /// `127.0.0.1:<port>` to connect to instead of the registry.
     pub host: String,
@@ -907,11 +936,48 @@ fn reset(s: TcpStream) {
     drop(s);
 }
 
+/// Keeps `held` (open connections) untouched until the proxy stops.
+fn hold<T>(stop: &AtomicBool, held: T) {
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(held);
+}
+
+/// Copies `r` to `w` at about `rate` bytes per second, in 50 ms steps.
+fn copy_throttled(r: &mut TcpStream, w: &mut TcpStream, rate: u64) -> std::io::Result<()> {
+    let mut buf = vec![0u8; (rate / 20).max(1) as usize];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        w.write_all(&buf[..n])?;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `Content-Length` of a request or response head, if any.
+fn content_length_of(head: &[u8]) -> Option<u64> {
+    String::from_utf8_lossy(head).lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<u64>().ok())?
+    })
+}
+
+/// Length announced by a response head (0 if none).
+fn head_content_length(head: &[u8]) -> u64 {
+    content_length_of(head).unwrap_or(0)
+}
+
 fn proxy_one(
     mut client: TcpStream,
     target: &str,
     faults: &Mutex<std::collections::VecDeque<Fault>>,
     served: &std::sync::atomic::AtomicUsize,
+    stop: &AtomicBool,
 ) -> std::io::Result<()> {
     let head = read_head(&mut client)?;
     if head.is_empty() {
@@ -962,6 +1028,9 @@ fn proxy_one(
     upstream.write_all(b"Connection: close\r\n\r\n")?;
     match cut {
         Some(FaultAction::CutRequest(n)) => {
+            // Never wait for more body than announced: a shorter body is passed on whole,
+            // then reset before the answer.
+            let n = content_length_of(&head).map_or(n, |len| n.min(len));
             let _ = std::io::copy(&mut (&mut client).take(n), &mut upstream);
             reset(upstream);
             reset(client);
@@ -971,15 +1040,7 @@ fn proxy_one(
             // Meant for bodiless requests (GET): no request body is forwarded, and no clone
             // of `client` may outlive it so that dropping it really closes the socket.
             let rhead = read_head(&mut upstream)?;
-            let len = String::from_utf8_lossy(&rhead)
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.trim()
-                        .eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse::<u64>().ok())?
-                })
-                .unwrap_or(0);
+            let len = head_content_length(&rhead);
             client.write_all(&rhead)?;
             let _ = std::io::copy(&mut (&mut upstream).take(len / 2), &mut client);
             let _ = client.flush();
@@ -988,6 +1049,35 @@ fn proxy_one(
             } else {
                 let _ = client.shutdown(std::net::Shutdown::Both);
             }
+            return Ok(());
+        }
+        Some(FaultAction::StallRequest(n)) => {
+            let _ = std::io::copy(&mut (&mut client).take(n), &mut upstream);
+            hold(stop, (client, upstream));
+            return Ok(());
+        }
+        Some(FaultAction::StallResponse { partial }) => {
+            let (mut c2, mut u2) = (client.try_clone()?, upstream.try_clone()?);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c2, &mut u2);
+            });
+            if partial {
+                let rhead = read_head(&mut upstream)?;
+                let len = head_content_length(&rhead);
+                client.write_all(&rhead)?;
+                let _ = std::io::copy(&mut (&mut upstream).take(len / 2), &mut client);
+                let _ = client.flush();
+            }
+            hold(stop, (client, upstream));
+            return Ok(());
+        }
+        Some(FaultAction::Throttle(rate)) => {
+            let (mut c2, mut u2) = (client.try_clone()?, upstream.try_clone()?);
+            std::thread::spawn(move || {
+                let _ = copy_throttled(&mut c2, &mut u2, rate);
+            });
+            let _ = copy_throttled(&mut upstream, &mut client, rate);
+            let _ = client.shutdown(std::net::Shutdown::Both);
             return Ok(());
         }
         _ => {}
@@ -1021,9 +1111,9 @@ impl FlakyProxy {
                     break;
                 }
                 let Ok(client) = conn else { continue };
-                let (f3, s3, t3) = (f2.clone(), s2.clone(), target.clone());
+                let (f3, s3, t3, st3) = (f2.clone(), s2.clone(), target.clone(), st2.clone());
                 std::thread::spawn(move || {
-                    let _ = proxy_one(client, &t3, &f3, &s3);
+                    let _ = proxy_one(client, &t3, &f3, &s3, &st3);
                 });
             }
         });

@@ -710,3 +710,168 @@ fn harness_push_oci_image() {
     .unwrap();
     assert_eq!(c.get_manifest("seed/img", "latest").unwrap(), m);
 }
+
+/// A registry that stalls (no answer, a body that stops, an upload it stops reading) is
+/// given up on after the read timeout or the upload deadline and retried; one that keeps
+/// stalling gives a network error naming the timeout, in bounded time. A slow but steady
+/// transfer that takes longer than the read timeout is not cut.
+#[test]
+fn stalls_time_out_and_are_retried() {
+    use obd_registry::testutil::{Fault, FlakyProxy};
+    use std::time::{Duration, Instant};
+    let Some(reg) = TestRegistry::start_or_skip(RegistryKind::Plain) else {
+        return;
+    };
+    let direct = reg.client();
+    let (bytes, _, layer) = push_image(&direct, "test/stall", "v1", 81);
+    let big = pseudo_random(3 << 20, 82);
+    let (big_d, _) = direct.push_blob_bytes("test/stall", big.clone()).unwrap();
+    let proxy = FlakyProxy::start(&reg.host, Vec::new()).unwrap();
+    // retries 2, backoff from 50 ms (reg.options())
+    let opts = ClientOptions {
+        read_timeout: Some(Duration::from_secs(1)),
+        ..reg.options()
+    };
+    let c = Client::new(&proxy.host, opts.clone()).unwrap();
+    let mut served = 0;
+    let mut step = |name: &str, faults: Vec<Fault>, f: &mut dyn FnMut()| -> Duration {
+        served += faults.len();
+        proxy.add_faults(faults);
+        let t = Instant::now();
+        f();
+        let took = t.elapsed();
+        assert_eq!(proxy.faults_served(), served, "{name}: every fault was hit");
+        eprintln!("{name}: {took:.1?}");
+        took
+    };
+
+    // no response head: asked again after the read timeout
+    let took = step(
+        "manifest-stall",
+        vec![Fault::stall().on("GET").path("/manifests/")],
+        &mut || assert_eq!(c.get_manifest("test/stall", "v1").unwrap().bytes, bytes),
+    );
+    assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(10));
+    // a manifest body that stops half-way: asked again
+    step(
+        "manifest-body-stall",
+        vec![Fault::stall_mid_body().on("GET").path("/manifests/")],
+        &mut || assert_eq!(c.get_manifest("test/stall", "v1").unwrap().bytes, bytes),
+    );
+    // a blob body that stops half-way: resumed with a ranged GET
+    step(
+        "blob-body-stall",
+        vec![Fault::stall_mid_body().on("GET").path("/blobs/")],
+        &mut || assert!(read_all(&c, "test/stall", &big_d).unwrap() == big),
+    );
+    // a blob GET without answer, then a resumed one that stalls too
+    step(
+        "blob-stall-twice",
+        vec![
+            Fault::stall().on("GET").path("/blobs/"),
+            Fault::stall_mid_body().on("GET").path("/blobs/"),
+        ],
+        &mut || assert!(read_all(&c, "test/stall", &big_d).unwrap() == big),
+    );
+    // slow but steady: 3 MiB at 1 MiB/s takes ~3 s, three times the read timeout
+    let took = step(
+        "slow-download",
+        vec![Fault::throttle(1 << 20).on("GET").path("/blobs/")],
+        &mut || assert!(read_all(&c, "test/stall", &big_d).unwrap() == big),
+    );
+    assert!(took >= Duration::from_secs(2), "throttled: {took:?}");
+
+    // uploads the registry stops reading: restarted after the upload deadline
+    // (2 x 1 s + 200 kB at 128 KiB/s = 3.5 s)
+    let data = pseudo_random(200_000, 83);
+    let took = step(
+        "put-stall",
+        vec![Fault::stall_request(1000).on("PUT").path("/blobs/")],
+        &mut || {
+            let (d, r) = c.push_blob_bytes("test/stall", data.clone()).unwrap();
+            assert_eq!(r, BlobPush::Uploaded);
+            assert!(read_all(&direct, "test/stall", &d).unwrap() == data);
+        },
+    );
+    assert!(took >= Duration::from_secs(3) && took < Duration::from_secs(15));
+    let chunked = Client::new(
+        &proxy.host,
+        ClientOptions {
+            chunk_size: Some(64_000),
+            ..opts.clone()
+        },
+    )
+    .unwrap();
+    let data = pseudo_random(200_000, 84);
+    step(
+        "patch-stall",
+        vec![Fault::stall_request(1000).on("PATCH")],
+        &mut || {
+            let (d, r) = chunked.push_blob_bytes("test/stall", data.clone()).unwrap();
+            assert_eq!(r, BlobPush::Uploaded);
+            assert!(read_all(&direct, "test/stall", &d).unwrap() == data);
+        },
+    );
+    // a slow but steady upload longer than the read timeout is not cut:
+    // 600 kB at 256 KiB/s ~ 2.3 s, within its deadline of 2 s + 4.6 s
+    let data = pseudo_random(600_000, 85);
+    let took = step(
+        "slow-upload",
+        vec![Fault::throttle(256 << 10).on("PUT").path("/blobs/")],
+        &mut || {
+            let (d, r) = c.push_blob_bytes("test/stall", data.clone()).unwrap();
+            assert_eq!(r, BlobPush::Uploaded);
+            assert!(read_all(&direct, "test/stall", &d).unwrap() == data);
+        },
+    );
+    assert!(took >= Duration::from_secs(2), "throttled: {took:?}");
+
+    // stalls that do not end: 3 attempts (retries 2), then a typed error naming the timeout
+    step(
+        "get-stall-forever",
+        vec![Fault::stall().on("GET").path("/blobs/"); 3],
+        &mut || {
+            let t = Instant::now();
+            let Err(e) = c.get_blob("test/stall", &layer) else {
+                panic!("a stalled GET succeeded")
+            };
+            let took = t.elapsed();
+            assert!(matches!(e, Error::Network { .. }), "{e}");
+            assert!(e.to_string().contains("read timeout"), "{e}");
+            assert!(e.is_transient() && e.exit_code() == 6, "{e}");
+            assert!(took < Duration::from_secs(8), "{took:?}");
+            eprintln!("get-stall-forever: {e}");
+        },
+    );
+    step(
+        "body-stall-forever",
+        vec![Fault::stall_mid_body().on("GET").path("/blobs/"); 3],
+        &mut || {
+            let t = Instant::now();
+            let e = read_all(&c, "test/stall", &big_d).unwrap_err();
+            let took = t.elapsed();
+            assert!(matches!(e, Error::Network { .. }), "{e}");
+            assert!(e.to_string().contains("read timeout"), "{e}");
+            assert!(took < Duration::from_secs(8), "{took:?}");
+            eprintln!("body-stall-forever: {e}");
+        },
+    );
+    let data = pseudo_random(200_000, 86);
+    step(
+        "put-stall-forever",
+        vec![Fault::stall_request(1000).on("PUT").path("/blobs/"); 3],
+        &mut || {
+            let t = Instant::now();
+            let e = c.push_blob_bytes("test/stall", data.clone()).unwrap_err();
+            let took = t.elapsed();
+            assert!(matches!(e, Error::Network { .. }), "{e}");
+            assert!(e.to_string().contains("deadline"), "{e}");
+            assert!(took < Duration::from_secs(20), "{took:?}");
+            eprintln!("put-stall-forever: {e}");
+        },
+    );
+    assert!(direct
+        .head_blob("test/stall", &sha256_digest(&data))
+        .unwrap()
+        .is_none());
+}
