@@ -83,13 +83,47 @@ pub fn init_logging_above(verbose: bool, bars: Option<indicatif::MultiProgress>)
     };
 }
 
+/// The error and its causes as one line, `a: b: c`, leaving out a cause whose text the
+/// line already holds (library errors often repeat their source in their own message).
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let t = cause.to_string();
+        if out.contains(&t) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&t);
+    }
+    out
+}
+
 /// Runs `f` and exits with the code its error calls for, printing the error chain.
 pub fn run_main(f: impl FnOnce() -> anyhow::Result<()>) -> ! {
     match f() {
         Ok(()) => std::process::exit(exit::OK),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_text(&e));
             std::process::exit(exit_code(&e));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_text_drops_repeated_causes() {
+        let io = std::io::Error::other("no data from the registry for 2 s");
+        let e = anyhow::Error::new(obd_convert::ConvertError::io("registry", io));
+        assert_eq!(
+            error_text(&e),
+            "registry: no data from the registry for 2 s"
+        );
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_text(&e), "outer: inner");
     }
 }

@@ -138,7 +138,7 @@ fn main() {
     match run(args, progress) {
         Ok(()) => std::process::exit(0),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", obd_cli::error_text(&e));
             std::process::exit(convert_exit_code(&e));
         }
     }

@@ -245,7 +245,7 @@ fn check_main(a: CheckArgs) -> ! {
             std::process::exit(if report.identical() { 0 } else { 1 });
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", obd_cli::error_text(&e));
             std::process::exit(obd_cli::net::convert_exit_code(&e));
         }
     }
