@@ -228,6 +228,10 @@ fn warp_commit_zfile_compressed() {
     assert_eq!(h.uuid, opts.uuid.unwrap());
     let ro = LsmtRo::open_warp(Arc::new(z), tgt_arc).unwrap();
     check_reads(&ro, &model);
+    // `obd inspect` recognises the committed warp layer without its target.
+    let v = crate::detect::inspect(&path).unwrap();
+    assert_eq!(v["kind"], "lsmt-warp-ro", "{v}");
+    assert!(v["index"]["remote"].as_u64().unwrap() > 0, "{v}");
 }
 
 #[test]
