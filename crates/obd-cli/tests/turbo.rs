@@ -91,6 +91,12 @@ fn check_manifest(
         if fstype == "erofs" {
             assert_eq!(a[format!("{ANN}blob-fs-type")], "erofs");
         }
+        eprintln!(
+            "{}: layer {k}: {meta_name} {} bytes, layer blob {} bytes",
+            reference.unwrap_or("image"),
+            std::fs::metadata(dir.join(&meta_name)).unwrap().len(),
+            l["size"].as_u64().unwrap()
+        );
         let mut lower = json!({"file": dir.join(&meta_name), "targetFile": tpath, "dir": dir});
         if gzip {
             lower["gzipIndex"] = json!(dir.join("gzip.meta"));

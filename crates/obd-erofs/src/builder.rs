@@ -3,10 +3,20 @@
 //! Device layout (4 KiB blocks): block 0 holds the superblock (byte 1024). Every build
 //! allocates from the superblock's `blocks` field upwards (block 1 on the first layer):
 //! first the data ranges of the layer's regular files, as the tar is read, then, in
-//! [`ErofsBuilder::finish`], a fresh metadata area holding the whole merged tree, and
-//! finally block 0 is rewritten. Nothing a lower layer wrote or mapped is ever
-//! overwritten except block 0, so files of lower layers keep their data addresses, which
-//! stay mapped by the lower layers.
+//! [`ErofsBuilder::finish`], the metadata:
+//!
+//! * the first layer lays the whole tree out in a fresh metadata area ([`writer`]);
+//! * later layers write only what they change (the `update` module): changed inodes and
+//!   directory blocks are rewritten in place when they fit (on the stacked device this
+//!   records just those blocks in the layer), new and relocated inodes and directory
+//!   blocks are appended; unchanged inodes keep their nids and blocks and are not
+//!   written. Should that write more blocks than a fresh area holding the whole tree
+//!   (a layer that rewrites most of the image), or should the root need a nid past
+//!   65535, the whole tree is laid out afresh instead, as on the first layer.
+//!
+//! Block 0 is rewritten last (only if it changed). File data blocks of lower layers are
+//! never touched, so files keep their data addresses, which stay mapped by the lower
+//! layers.
 //!
 //! Regular files get contiguous blocks (flat plain layout). A member whose data is one
 //! contiguous 512-aligned run of the tar (every ordinary member) is *mapped*: the builder
@@ -30,8 +40,9 @@ use obd_tar::reader::{Entry, EntryKind, TarReader};
 
 use crate::error::{Error, Result};
 use crate::format::{self, BLKSZ};
-use crate::reader::{load_tree, Image};
+use crate::reader::{load_for_update, Image};
 use crate::tree::{Body, Kind, Node, NodeId, PathError, Tree, ROOT};
+use crate::update::{self, Base};
 use crate::writer;
 
 const WHITEOUT: &[u8] = b".wh.";
@@ -70,16 +81,28 @@ pub struct LayerStats {
 /// What [`ErofsBuilder::finish`] wrote.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Metadata blocks written: the new metadata area plus block 0 (the superblock).
+    /// Metadata blocks written: appended blocks, blocks of the existing image rewritten in
+    /// place, and block 0 (the superblock) when it changed.
     pub meta_blocks: u64,
-    /// First block of the new metadata area.
+    /// Of `meta_blocks`, blocks of the existing image rewritten in place (block 0
+    /// included).
+    pub rewritten_blocks: u64,
+    /// The image's `meta_blkaddr` (nids count from there).
     pub meta_blkaddr: u32,
+    /// First block of the metadata appended by this build (its new inodes and directory
+    /// blocks); equals `total_blocks` when nothing was appended.
+    pub area_blkaddr: u32,
     /// Blocks allocated to file data by this build (mapped or written).
     pub data_blocks: u64,
     /// The image's `blocks`: everything it uses lies below.
     pub total_blocks: u32,
     pub inodes: u64,
     pub compact_inodes: u64,
+    /// Inodes this build wrote (all of them on a full rewrite).
+    pub inodes_written: u64,
+    /// The whole tree was laid out afresh (the first layer, or when an incremental
+    /// update would have written more blocks; see the module doc).
+    pub full_rewrite: bool,
 }
 
 impl Stats {
@@ -97,6 +120,8 @@ pub struct ErofsBuilder<'d, D: BlockDevice + ?Sized> {
     /// First free block.
     next_block: u64,
     start_block: u64,
+    /// The image the lower layers left (`None` on the first layer).
+    base: Option<Base>,
 }
 
 fn ts(t: obd_tar::Timestamp) -> (i64, u32) {
@@ -112,23 +137,29 @@ impl<'d, D: BlockDevice + ?Sized> ErofsBuilder<'d, D> {
             uuid,
             next_block: 1,
             start_block: 1,
+            base: None,
         })
     }
 
     /// Opens the image already on `dev` (written by lower layers) for an incremental
     /// build. Its UUID is kept unless [`set_uuid`](Self::set_uuid) changes it.
     pub fn open(dev: &'d mut D) -> Result<Self> {
-        let (tree, sb) = {
+        let (loaded, sb) = {
             let img = Image::open(&*dev)?;
-            (load_tree(&img)?, img.sb)
+            (load_for_update(&img)?, img.sb)
         };
         let next = u64::from(sb.blocks).max(1);
         Ok(ErofsBuilder {
             dev,
-            tree,
+            tree: loaded.tree,
             uuid: sb.uuid,
             next_block: next,
             start_block: next,
+            base: Some(Base {
+                sb,
+                on_disk: loaded.on_disk,
+                max_ino: loaded.max_ino,
+            }),
         })
     }
 
@@ -467,14 +498,44 @@ impl<'d, D: BlockDevice + ?Sized> ErofsBuilder<'d, D> {
         }
     }
 
-    /// Writes the metadata area and the superblock.
+    /// Writes the metadata (see the module doc) and the superblock.
     pub fn finish(self) -> Result<Stats> {
         let meta_start = u32::try_from(self.next_block).map_err(|_| Error::DeviceFull {
             needed: self.next_block,
             available: u64::from(u32::MAX),
         })?;
-        let lay = writer::layout(&self.tree, meta_start, self.uuid)?;
         let available = (self.dev.size() / BLKSZ).min(u64::from(u32::MAX));
+        let full = writer::layout(&self.tree, meta_start, self.uuid)?;
+        let full_blocks = full.meta.len() as u64 / BLKSZ + 1;
+        if let Some(base) = &self.base {
+            let planned = update::plan(&*self.dev, &self.tree, base, self.next_block, self.uuid)?;
+            if let Some(upd) = planned.filter(|u| u.patch.counts().0 <= full_blocks) {
+                if u64::from(upd.sb.blocks) > available {
+                    return Err(Error::DeviceFull {
+                        needed: u64::from(upd.sb.blocks),
+                        available,
+                    });
+                }
+                for (b, bytes) in upd.patch.changed() {
+                    self.dev.write_at(bytes, b * BLKSZ)?;
+                }
+                self.dev.flush()?;
+                let (written, rewritten) = upd.patch.counts();
+                return Ok(Stats {
+                    meta_blocks: written,
+                    rewritten_blocks: rewritten,
+                    meta_blkaddr: upd.sb.meta_blkaddr,
+                    area_blkaddr: meta_start,
+                    data_blocks: self.next_block - self.start_block,
+                    total_blocks: upd.sb.blocks,
+                    inodes: upd.inodes,
+                    compact_inodes: upd.compact_inodes,
+                    inodes_written: upd.inodes_written,
+                    full_rewrite: false,
+                });
+            }
+        }
+        let lay = full;
         if u64::from(lay.sb.blocks) > available {
             return Err(Error::DeviceFull {
                 needed: u64::from(lay.sb.blocks),
@@ -489,12 +550,16 @@ impl<'d, D: BlockDevice + ?Sized> ErofsBuilder<'d, D> {
         self.dev.write_at(&block0, 0)?;
         self.dev.flush()?;
         Ok(Stats {
-            meta_blocks: lay.meta.len() as u64 / BLKSZ + 1,
+            meta_blocks: full_blocks,
+            rewritten_blocks: u64::from(self.base.is_some()),
             meta_blkaddr: meta_start,
+            area_blkaddr: meta_start,
             data_blocks: self.next_block - self.start_block,
             total_blocks: lay.sb.blocks,
             inodes: lay.inodes,
             compact_inodes: lay.compact_inodes,
+            inodes_written: lay.inodes,
+            full_rewrite: true,
         })
     }
 }

@@ -6,8 +6,11 @@
 //! that is *not* written but reported as a mapping `(device offset, length, tar offset)`
 //! into the layer's uncompressed tar (RemoteData). Later layers re-read the image through
 //! the stacked device, apply their tar with OCI semantics (whiteouts resolved, never
-//! stored) and write a fresh metadata area at free addresses plus a new superblock; files
-//! of lower layers keep their data addresses, which lower layers already map.
+//! stored) and write only the metadata they change: changed inodes and directory blocks
+//! are rewritten in place where they fit (the stacked device records just those blocks in
+//! the new layer), new or relocated ones are appended at free addresses, and block 0 (the
+//! superblock) is rewritten if it changed. Unchanged inodes keep their nids and blocks;
+//! files of lower layers keep their data addresses, which lower layers already map.
 //!
 //! ```no_run
 //! # fn main() -> obd_erofs::Result<()> {
@@ -31,21 +34,28 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The whole merged tree's metadata is rewritten on every layer (new nids; data addresses
-//! kept): simple and always consistent, at the cost of fs-meta proportional to the image's
-//! entry count rather than the layer's.
+//! A layer's fs-meta is thus proportional to what it changes, not to the image: adding one
+//! file to a large tree writes a few blocks. When an update would write more blocks than
+//! laying the whole tree out afresh (or the root would need a nid past 65535), the layer
+//! writes a fresh metadata area instead, as the first layer does. Output depends only on
+//! the input: the same layers give the same bytes.
 //!
-//! * [`format`]: the on-disk structures (superblock, inodes, dirents, xattrs).
+//! * [`format`](mod@format): the on-disk structures (superblock, inodes, dirents, xattrs).
 //! * [`tree`]: the in-memory merged tree and the OCI layer semantics applied to it.
-//! * [`reader`]: loads an existing image into a tree; lists an image for inspection.
-//! * [`writer`]: lays a tree out as EROFS metadata.
+//! * [`reader`]: loads an existing image into a tree (keeping how each inode is stored);
+//!   lists an image for inspection.
+//! * [`writer`]: lays a whole tree out as EROFS metadata (first layer, full rewrites).
+//! * `update`: plans a later layer's changes against the stored image (in-place
+//!   rewrites, relocations, appended inodes and blocks); `patch`: the changed blocks.
 //! * [`builder`]: [`ErofsBuilder`], the per-layer API.
 
 pub mod builder;
 pub mod error;
 pub mod format;
+mod patch;
 pub mod reader;
 pub mod tree;
+mod update;
 pub mod writer;
 
 pub use builder::{ErofsBuilder, LayerStats, Stats};

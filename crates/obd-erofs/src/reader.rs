@@ -1,5 +1,6 @@
 //! Reading an existing EROFS image (through any [`ReadAt`], e.g. the stacked lower layers):
-//! into a [`Tree`] for an incremental build, or into a flat listing for inspection.
+//! into a [`Tree`] for an incremental build ([`load_for_update`] also keeps, per loaded
+//! node, how it is stored: [`OnDisk`]), or into a flat listing for inspection.
 //!
 //! Accepted: uncompressed images with 4 KiB blocks, compact or extended inodes, flat plain
 //! or flat inline data, inline and shared xattrs with short name prefixes. Compressed,
@@ -10,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use obd_format::io::ReadAt;
 
 use crate::error::{Error, Result};
-use crate::format::{self, DiskInode, SuperBlock, BLKSZ};
+use crate::format::{self, Dirent, DiskInode, SuperBlock, BLKSZ};
 use crate::tree::{Body, Kind, Node, NodeId, Tree, ROOT};
 
 /// An opened image: its superblock and the device.
@@ -48,7 +49,8 @@ impl<'a, R: ReadAt + ?Sized> Image<'a, R> {
         Ok(Image { sb, dev })
     }
 
-    fn iloc(&self, nid: u64) -> u64 {
+    /// Byte offset of the inode `nid` on the device.
+    pub fn iloc(&self, nid: u64) -> u64 {
         u64::from(self.sb.meta_blkaddr) * BLKSZ + nid * format::ISLOT
     }
 
@@ -141,10 +143,25 @@ impl<'a, R: ReadAt + ?Sized> Image<'a, R> {
         Ok(n)
     }
 
+    /// The raw inline xattr body of an inode (empty when it has none).
+    pub fn xattr_body(&self, nid: u64, ino: &DiskInode) -> Result<Vec<u8>> {
+        read_vec(
+            self.dev,
+            self.iloc(nid) + ino.isize() as u64,
+            ino.xattr_size(),
+        )
+    }
+
     /// The xattrs of an inode, as full names.
     pub fn xattrs(&self, nid: u64, ino: &DiskInode) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
+        let body = self.xattr_body(nid, ino)?;
+        self.decode_xattrs(nid, &body)
+    }
+
+    /// Decodes an inline xattr body read by [`xattr_body`](Self::xattr_body).
+    fn decode_xattrs(&self, nid: u64, body: &[u8]) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
         let mut out = BTreeMap::new();
-        let size = ino.xattr_size();
+        let size = body.len();
         if size == 0 {
             return Ok(out);
         }
@@ -152,7 +169,6 @@ impl<'a, R: ReadAt + ?Sized> Image<'a, R> {
         if size < format::XATTR_HDR_SIZE {
             return Err(bad("body shorter than its header"));
         }
-        let body = read_vec(self.dev, self.iloc(nid) + ino.isize() as u64, size)?;
         let shared = usize::from(body[4]);
         let mut pos = format::XATTR_HDR_SIZE + 4 * shared;
         if pos > body.len() {
@@ -177,17 +193,68 @@ impl<'a, R: ReadAt + ?Sized> Image<'a, R> {
     }
 
     /// The entries of a directory inode, `.` and `..` included.
-    pub fn dirents(&self, nid: u64, ino: &DiskInode) -> Result<Vec<format::Dirent>> {
-        let data = self.data(nid, ino)?;
-        let mut out = Vec::new();
-        for chunk in data.chunks(BLKSZ as usize) {
-            out.extend(
-                format::decode_dir_block(chunk)
-                    .map_err(|e| Error::Corrupt(format!("directory inode {nid}: {e}")))?,
-            );
-        }
-        Ok(out)
+    pub fn dirents(&self, nid: u64, ino: &DiskInode) -> Result<Vec<Dirent>> {
+        Ok(self.dir_blocks(nid, ino)?.into_iter().flatten().collect())
     }
+
+    /// The entries of a directory inode block by block, as stored.
+    pub fn dir_blocks(&self, nid: u64, ino: &DiskInode) -> Result<Vec<Vec<Dirent>>> {
+        let data = self.data(nid, ino)?;
+        data.chunks(BLKSZ as usize)
+            .map(|chunk| {
+                format::decode_dir_block(chunk)
+                    .map_err(|e| Error::Corrupt(format!("directory inode {nid}: {e}")))
+            })
+            .collect()
+    }
+}
+
+/// How a node loaded by [`load_for_update`] is stored in the image, so that an
+/// incremental build can tell what changed and rewrite it in place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OnDisk {
+    pub nid: u64,
+    pub ino: DiskInode,
+    /// The raw inline xattr body.
+    pub xattrs: Vec<u8>,
+    /// Directories: the entries of each data block, `.` and `..` included.
+    pub dir_blocks: Vec<Vec<Dirent>>,
+}
+
+impl OnDisk {
+    /// Bytes from the inode's offset that the inode, its xattrs and its inline tail use.
+    pub fn footprint(&self) -> usize {
+        let tail = if self.ino.layout == format::LAYOUT_FLAT_INLINE {
+            (self.ino.size % BLKSZ) as usize
+        } else {
+            0
+        };
+        self.ino.isize() + self.ino.xattr_size() + tail
+    }
+
+    /// The blocks outside the inode area holding its data: `(first block, count)`, for
+    /// regular files, directories and symlinks (`None` when there are none).
+    pub fn data_blocks(&self) -> Option<(u32, u64)> {
+        let kind = Kind::from_mode(self.ino.mode)?;
+        if !matches!(kind, Kind::File | Kind::Dir | Kind::Symlink) || self.ino.size == 0 {
+            return None;
+        }
+        let count = if self.ino.layout == format::LAYOUT_FLAT_INLINE {
+            self.ino.size / BLKSZ
+        } else {
+            self.ino.size.div_ceil(BLKSZ)
+        };
+        (count > 0).then_some((self.ino.i_u, count))
+    }
+}
+
+/// An image loaded for an incremental build.
+pub struct Loaded {
+    pub tree: Tree,
+    /// By node id: how each loaded node is stored (every node of `tree` at load time).
+    pub on_disk: Vec<Option<OnDisk>>,
+    /// The largest inode number (`i_ino`) in use.
+    pub max_ino: u32,
 }
 
 /// (full name, value, bytes used before alignment).
@@ -209,21 +276,43 @@ fn parse_xattr(b: &[u8]) -> Option<(Vec<u8>, Vec<u8>, usize)> {
 
 /// Loads the whole image into a tree (node [`ROOT`] is the root directory).
 pub fn load_tree<R: ReadAt + ?Sized>(img: &Image<'_, R>) -> Result<Tree> {
+    Ok(load_for_update(img)?.tree)
+}
+
+/// Loads the whole image into a tree and keeps how each node is stored.
+pub fn load_for_update<R: ReadAt + ?Sized>(img: &Image<'_, R>) -> Result<Loaded> {
     let mut tree = Tree::new();
+    let mut on_disk = Vec::new();
     let mut seen: HashMap<u64, NodeId> = HashMap::new();
     let root_nid = u64::from(img.sb.root_nid);
-    tree.nodes[ROOT] = load_node(img, root_nid)?;
+    let (root, od) = load_node(img, root_nid)?;
+    if root.kind != Kind::Dir {
+        return Err(Error::Corrupt(format!(
+            "root inode {root_nid} is not a directory"
+        )));
+    }
+    tree.nodes[ROOT] = root;
+    let mut max_ino = od.ino.ino;
+    on_disk.push(Some(od));
     seen.insert(root_nid, ROOT);
-    let mut stack = vec![(root_nid, ROOT)];
-    while let Some((nid, id)) = stack.pop() {
-        let ino = img.inode(nid)?;
-        for d in img.dirents(nid, &ino)? {
+    let mut stack = vec![ROOT];
+    while let Some(id) = stack.pop() {
+        let od = on_disk[id].as_ref().expect("loaded nodes are stored");
+        let nid = od.nid;
+        let dirents: Vec<Dirent> = od.dir_blocks.iter().flatten().cloned().collect();
+        for d in dirents {
             if d.name == b"." || d.name == b".." {
                 continue;
             }
             if d.name.contains(&b'/') {
                 return Err(Error::Corrupt(format!(
                     "directory inode {nid}: name with '/'"
+                )));
+            }
+            if tree.lookup(id, &d.name).is_some() {
+                return Err(Error::Corrupt(format!(
+                    "directory inode {nid}: duplicate name {:?}",
+                    String::from_utf8_lossy(&d.name)
                 )));
             }
             let child = match seen.get(&d.nid) {
@@ -235,12 +324,14 @@ pub fn load_tree<R: ReadAt + ?Sized>(img: &Image<'_, R>) -> Result<Tree> {
                 }
                 Some(&c) => c,
                 None => {
-                    let n = load_node(img, d.nid)?;
+                    let (n, cod) = load_node(img, d.nid)?;
                     let is_dir = n.kind == Kind::Dir;
                     let c = tree.add(n);
+                    max_ino = max_ino.max(cod.ino.ino);
+                    on_disk.push(Some(cod));
                     seen.insert(d.nid, c);
                     if is_dir {
-                        stack.push((d.nid, c));
+                        stack.push(c);
                     }
                     c
                 }
@@ -248,18 +339,26 @@ pub fn load_tree<R: ReadAt + ?Sized>(img: &Image<'_, R>) -> Result<Tree> {
             tree.link(id, &d.name, child);
         }
     }
-    Ok(tree)
+    Ok(Loaded {
+        tree,
+        on_disk,
+        max_ino,
+    })
 }
 
-fn load_node<R: ReadAt + ?Sized>(img: &Image<'_, R>, nid: u64) -> Result<Node> {
+fn load_node<R: ReadAt + ?Sized>(img: &Image<'_, R>, nid: u64) -> Result<(Node, OnDisk)> {
     let ino = img.inode(nid)?;
     let kind = Kind::from_mode(ino.mode)
         .ok_or_else(|| Error::Corrupt(format!("inode {nid}: mode {:o}", ino.mode)))?;
+    let mut dir_blocks = Vec::new();
     let body = match kind {
-        Kind::Dir => Body::Dir {
-            entries: BTreeMap::new(),
-            parent: ROOT,
-        },
+        Kind::Dir => {
+            dir_blocks = img.dir_blocks(nid, &ino)?;
+            Body::Dir {
+                entries: BTreeMap::new(),
+                parent: ROOT,
+            }
+        }
         Kind::File => {
             if ino.size > 0 && ino.layout != format::LAYOUT_FLAT_PLAIN {
                 return Err(Error::Unsupported(format!(
@@ -277,16 +376,26 @@ fn load_node<R: ReadAt + ?Sized>(img: &Image<'_, R>, nid: u64) -> Result<Node> {
         Kind::CharDevice | Kind::BlockDevice => Body::Special(ino.i_u),
         Kind::Fifo | Kind::Socket => Body::Special(0),
     };
-    Ok(Node {
+    let xattr_body = img.xattr_body(nid, &ino)?;
+    let node = Node {
         kind,
         perm: ino.mode & 0o7777,
         uid: ino.uid,
         gid: ino.gid,
         mtime: ino.mtime as i64,
         mtime_nsec: ino.mtime_nsec,
-        xattrs: img.xattrs(nid, &ino)?,
+        xattrs: img.decode_xattrs(nid, &xattr_body)?,
         body,
-    })
+    };
+    Ok((
+        node,
+        OnDisk {
+            nid,
+            ino,
+            xattrs: xattr_body,
+            dir_blocks,
+        },
+    ))
 }
 
 /// One entry of [`list_image`].

@@ -28,7 +28,82 @@ pub struct Layout {
 const BS: usize = BLKSZ as usize;
 
 /// A directory entry before nids are known: (name, node, file type).
-type PendingEntry = (Vec<u8>, NodeId, u8);
+pub(crate) type PendingEntry = (Vec<u8>, NodeId, u8);
+
+/// The parts of a node's inode that do not depend on where it is stored.
+pub(crate) struct Parts {
+    /// Layout flat plain, not extended; `size` is 0 for directories (known once their
+    /// entries are packed); `i_u` is the block of a regular file, the `rdev` of a device,
+    /// 0 for directories and symlinks (placed later).
+    pub ino: DiskInode,
+    /// The inline xattr body.
+    pub xattrs: Vec<u8>,
+    /// Directories: the entries sorted by name, `.` and `..` included.
+    pub entries: Vec<PendingEntry>,
+}
+
+/// The inode parts of reachable node `id` (`refs` from [`Tree::walk`]), numbered `ino`.
+pub(crate) fn parts(tree: &Tree, id: NodeId, refs: &[u32], ino: u32) -> Parts {
+    let n = &tree.nodes[id];
+    let mut entries = Vec::new();
+    let (size, i_u, nlink) = match &n.body {
+        Body::Dir {
+            entries: kids,
+            parent,
+        } => {
+            entries.reserve(kids.len() + 2);
+            entries.push((b".".to_vec(), id, format::FT_DIR));
+            entries.push((b"..".to_vec(), *parent, format::FT_DIR));
+            let mut subdirs = 0u32;
+            for (name, &c) in kids {
+                let k = tree.nodes[c].kind;
+                subdirs += u32::from(k == Kind::Dir);
+                entries.push((name.clone(), c, k.file_type()));
+            }
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            (0, 0, 2 + subdirs)
+        }
+        Body::File { size, blkaddr } => (*size, *blkaddr, refs[id]),
+        Body::Symlink(t) => (t.len() as u64, 0, refs[id]),
+        Body::Special(rdev) => (0, *rdev, refs[id]),
+    };
+    let (xattr_icount, xattrs) =
+        format::encode_xattrs(n.xattrs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
+    let mode = n.kind.mode_bits()
+        | if n.kind == Kind::Symlink {
+            0o777
+        } else {
+            n.perm & 0o7777
+        };
+    Parts {
+        ino: DiskInode {
+            extended: false,
+            layout: format::LAYOUT_FLAT_PLAIN,
+            xattr_icount,
+            mode,
+            nlink,
+            size,
+            i_u,
+            ino,
+            uid: n.uid,
+            gid: n.gid,
+            mtime: n.mtime.max(0) as u64,
+            mtime_nsec: n.mtime_nsec,
+        },
+        xattrs,
+        entries,
+    }
+}
+
+/// Whether an inode needs the extended form: its mtime is not the image's build time
+/// (compact inodes take that), or an id, the link count or the size does not fit.
+pub(crate) fn needs_extended(ino: &DiskInode, build_time: (u64, u32)) -> bool {
+    (ino.mtime, ino.mtime_nsec) != build_time
+        || ino.uid > 0xffff
+        || ino.gid > 0xffff
+        || ino.nlink > 0xffff
+        || ino.size > u64::from(u32::MAX)
+}
 
 struct Plan {
     ino: DiskInode,
@@ -47,7 +122,7 @@ fn round_up(v: usize, a: usize) -> usize {
 }
 
 /// Packs sorted entries into directory blocks; returns the blocks and the i_size.
-fn pack_dir(ents: Vec<PendingEntry>) -> (Vec<Vec<PendingEntry>>, u64) {
+pub(crate) fn pack_dir(ents: Vec<PendingEntry>) -> (Vec<Vec<PendingEntry>>, u64) {
     let mut blocks: Vec<Vec<PendingEntry>> = vec![Vec::new()];
     let mut used = 0usize;
     for e in ents {
@@ -64,7 +139,7 @@ fn pack_dir(ents: Vec<PendingEntry>) -> (Vec<Vec<PendingEntry>>, u64) {
 }
 
 /// The most common (mtime, nsec) of the reachable nodes; ties go to the smallest.
-fn build_time(tree: &Tree, order: &[NodeId]) -> (u64, u32) {
+pub(crate) fn build_time(tree: &Tree, order: &[NodeId]) -> (u64, u32) {
     let mut count: HashMap<(u64, u32), u64> = HashMap::new();
     for &id in order {
         let n = &tree.nodes[id];
@@ -86,57 +161,19 @@ pub fn layout(tree: &Tree, meta_start: u32, uuid: [u8; 16]) -> Result<Layout> {
     let mut plans: HashMap<NodeId, Plan> = HashMap::with_capacity(order.len());
     let mut compact_inodes = 0;
     for (i, &id) in order.iter().enumerate() {
-        let n = &tree.nodes[id];
+        let Parts {
+            mut ino,
+            xattrs,
+            entries,
+        } = parts(tree, id, &refs, (i + 1) as u32);
         let mut dir_blocks = Vec::new();
-        let (size, i_u, nlink) = match &n.body {
-            Body::Dir { entries, parent } => {
-                let mut ents: Vec<PendingEntry> = Vec::with_capacity(entries.len() + 2);
-                ents.push((b".".to_vec(), id, format::FT_DIR));
-                ents.push((b"..".to_vec(), *parent, format::FT_DIR));
-                let mut subdirs = 0u32;
-                for (name, &c) in entries {
-                    let k = tree.nodes[c].kind;
-                    subdirs += u32::from(k == Kind::Dir);
-                    ents.push((name.clone(), c, k.file_type()));
-                }
-                ents.sort_by(|a, b| a.0.cmp(&b.0));
-                let (blocks, size) = pack_dir(ents);
-                dir_blocks = blocks;
-                (size, 0, 2 + subdirs)
-            }
-            Body::File { size, blkaddr } => (*size, *blkaddr, refs[id]),
-            Body::Symlink(t) => (t.len() as u64, 0, refs[id]),
-            Body::Special(rdev) => (0, *rdev, refs[id]),
-        };
-        let (xattr_icount, xattrs) =
-            format::encode_xattrs(n.xattrs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
-        let mtime = n.mtime.max(0) as u64;
-        let extended = (mtime, n.mtime_nsec) != (bt, bt_nsec)
-            || n.uid > 0xffff
-            || n.gid > 0xffff
-            || nlink > 0xffff
-            || size > u64::from(u32::MAX);
-        compact_inodes += u64::from(!extended);
-        let mode = n.kind.mode_bits()
-            | if n.kind == Kind::Symlink {
-                0o777
-            } else {
-                n.perm & 0o7777
-            };
-        let ino = DiskInode {
-            extended,
-            layout: format::LAYOUT_FLAT_PLAIN,
-            xattr_icount,
-            mode,
-            nlink,
-            size,
-            i_u,
-            ino: (i + 1) as u32,
-            uid: n.uid,
-            gid: n.gid,
-            mtime,
-            mtime_nsec: n.mtime_nsec,
-        };
+        if tree.is_dir(id) {
+            let (blocks, size) = pack_dir(entries);
+            dir_blocks = blocks;
+            ino.size = size;
+        }
+        ino.extended = needs_extended(&ino, (bt, bt_nsec));
+        compact_inodes += u64::from(!ino.extended);
         plans.insert(
             id,
             Plan {

@@ -84,18 +84,22 @@ fn run(tag: &str) {
     let tars: Vec<Vec<u8>> = ls.iter().map(|(p, _)| uncompressed(p)).collect();
     let built = build_layers(&tars, |_, image| fsck(image));
     eprintln!(
-        "{tag}: layer | compressed | tar | entries | mappings | meta written | inodes (compact)"
+        "{tag}: layer | compressed | tar | entries | mappings | meta written \
+         (blocks rewritten in place) | inodes (compact) | inodes written"
     );
     for (i, ((_, csize), (l, s))) in ls.iter().zip(&built.stats).enumerate() {
         eprintln!(
-            "{tag}: {i} | {csize} | {} | {} | {} | {} B ({} blocks) | {} ({})",
+            "{tag}: {i} | {csize} | {} | {} | {} | {} B ({} blocks, {} in place{}) | {} ({}) | {}",
             l.tar_bytes,
             l.entries,
             l.mappings,
             s.meta_bytes(),
             s.meta_blocks,
+            s.rewritten_blocks,
+            if s.full_rewrite { ", full" } else { "" },
             s.inodes,
-            s.compact_inodes
+            s.compact_inodes,
+            s.inodes_written
         );
     }
 

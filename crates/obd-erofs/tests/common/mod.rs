@@ -4,13 +4,13 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use obd_erofs::{ErofsBuilder, LayerStats, Stats};
-use obd_format::io::{RawImage, WriteAt};
+use obd_format::io::{RawImage, ReadAt, WriteAt};
 
 pub const DEV_SIZE: u64 = 64 << 30;
 pub const UUID: [u8; 16] = *b"obd-erofs-test!!";
@@ -280,6 +280,37 @@ pub struct Built {
     pub stats: Vec<(LayerStats, Stats)>,
     /// Every mapping of every layer: (device offset, length, tar offset, layer).
     pub mappings: Vec<(u64, u64, u64, usize)>,
+    /// Per layer, the 4 KiB blocks the builder wrote to the device (what the layer's
+    /// diff on a stacked device would hold, mapped file data aside).
+    pub written: Vec<BTreeSet<u64>>,
+}
+
+/// A device that records which 4 KiB blocks are written through it.
+pub struct Counting<'a> {
+    pub dev: &'a mut RawImage,
+    pub blocks: BTreeSet<u64>,
+}
+
+impl ReadAt for Counting<'_> {
+    fn read_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
+        self.dev.read_at(buf, off)
+    }
+    fn size(&self) -> u64 {
+        self.dev.size()
+    }
+}
+
+impl WriteAt for Counting<'_> {
+    fn write_at(&mut self, buf: &[u8], off: u64) -> std::io::Result<()> {
+        if !buf.is_empty() {
+            self.blocks
+                .extend(off / 4096..=(off + buf.len() as u64 - 1) / 4096);
+        }
+        self.dev.write_at(buf, off)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.dev.flush()
+    }
 }
 
 /// Builds `layers[..]` one after the other; after each layer, materialises its mappings
@@ -290,13 +321,18 @@ pub fn build_layers(layers: &[Vec<u8>], mut check: impl FnMut(usize, &Path)) -> 
     let mut dev = RawImage::create(&image, DEV_SIZE).unwrap();
     let mut stats = Vec::new();
     let mut all = Vec::new();
+    let mut written = Vec::new();
     for (i, tar) in layers.iter().enumerate() {
         let mut maps: Vec<(u64, u64, u64)> = Vec::new();
+        let mut counting = Counting {
+            dev: &mut dev,
+            blocks: BTreeSet::new(),
+        };
         let (ls, st) = {
             let mut b = if i == 0 {
-                ErofsBuilder::new_first_layer(&mut dev, UUID).unwrap()
+                ErofsBuilder::new_first_layer(&mut counting, UUID).unwrap()
             } else {
-                ErofsBuilder::open(&mut dev).unwrap()
+                ErofsBuilder::open(&mut counting).unwrap()
             };
             let mut remote = |d: u64, l: u64, t: u64| {
                 maps.push((d, l, t));
@@ -305,6 +341,7 @@ pub fn build_layers(layers: &[Vec<u8>], mut check: impl FnMut(usize, &Path)) -> 
             let ls = b.apply_tar(&tar[..], &mut remote).unwrap();
             (ls, b.finish().unwrap())
         };
+        written.push(counting.blocks);
         for &(d, l, t) in &maps {
             assert_eq!(d % 512, 0);
             assert_eq!(l % 512, 0);
@@ -320,6 +357,7 @@ pub fn build_layers(layers: &[Vec<u8>], mut check: impl FnMut(usize, &Path)) -> 
         image,
         stats,
         mappings: all,
+        written,
     }
 }
 
