@@ -109,17 +109,11 @@ impl Store for RegistryStore {
         self.client.head_blob(&self.repo, digest).map_err(map_err)
     }
 
-    fn push_blob(&self, path: &Path, digest: &str, _size: u64) -> Result<()> {
-        let (got, _, _) = self
-            .client
-            .push_blob_file(&self.repo, path)
+    fn push_blob(&self, path: &Path, digest: &str, size: u64) -> Result<()> {
+        // The digest was computed when the file was finished; the registry verifies it.
+        self.client
+            .push_blob_file_as(&self.repo, path, digest, size)
             .map_err(map_err)?;
-        if got != digest {
-            return Err(ConvertError::BadInput(format!(
-                "{} changed while uploading: {got} != {digest}",
-                path.display()
-            )));
-        }
         Ok(())
     }
 

@@ -1523,6 +1523,23 @@ impl Client {
         Ok((digest, r))
     }
 
+    /// Push a file whose digest and size the caller already knows (the registry checks the
+    /// digest when the upload completes). The file is reopened to restart the upload after a
+    /// transient failure.
+    pub fn push_blob_file_as(
+        &self,
+        repo: &str,
+        path: &Path,
+        digest: &str,
+        size: u64,
+    ) -> Result<BlobPush> {
+        let p = path.to_path_buf();
+        let src = UploadSource::Reopen(Box::new(move || {
+            Ok(Box::new(std::fs::File::open(&p)?) as Box<dyn Read + Send>)
+        }));
+        self.push_blob_source(repo, digest, size, src)
+    }
+
     /// Hash a file and push it; returns (digest, size, outcome). The file is reopened to
     /// restart the upload after a transient failure.
     pub fn push_blob_file(&self, repo: &str, path: &Path) -> Result<(String, u64, BlobPush)> {
