@@ -542,9 +542,7 @@ pub fn convert_manifest(
         uploaded_rows,
         ..
     } = run;
-    let done = uploader.done.clone();
-    uploader.finish()?;
-    let uploaded = done.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let uploaded = uploader.finish()?;
     let mut out_layers: Vec<Value> = Vec::new();
     let mut out_diff_ids: Vec<String> = Vec::new();
     for o in base_out.iter().chain(outputs.iter().flatten()) {
@@ -556,10 +554,7 @@ pub fn convert_manifest(
         r.output_digest = o.digest.clone();
         r.output_size = o.size;
         if !r.dedup_hit {
-            r.upload = uploaded
-                .iter()
-                .find(|(d, _)| *d == o.digest)
-                .map(|(_, s)| s.clone());
+            r.upload = uploaded.get(&o.digest).cloned();
         }
     }
 

@@ -437,14 +437,9 @@ pub fn convert_manifest(
         out_layers.insert(0, image::native_layer(&d, size, opts.flavor));
         out_diff_ids.insert(0, d);
     }
-    let done = uploader.done.clone();
-    uploader.finish()?;
-    let uploaded = done.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let uploaded = uploader.finish()?;
     for r in &mut reports {
-        r.upload = uploaded
-            .iter()
-            .find(|(d, _)| *d == r.output_digest)
-            .map(|(_, s)| s.clone());
+        r.upload = uploaded.get(&r.output_digest).cloned();
     }
     finish_manifest(
         dst.as_ref(),

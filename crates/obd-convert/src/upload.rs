@@ -24,7 +24,7 @@ pub struct Push {
 }
 
 /// Figures of finished pushes, by digest.
-pub type Uploaded = Arc<Mutex<Vec<(String, StageReport)>>>;
+type Uploaded = Arc<Mutex<Vec<(String, StageReport)>>>;
 
 /// Pushes running at once.
 const WORKERS: usize = 3;
@@ -33,7 +33,7 @@ const WORKERS: usize = 3;
 pub struct Uploader {
     tx: Option<mpsc::Sender<Push>>,
     handles: Vec<std::thread::JoinHandle<Result<()>>>,
-    pub done: Uploaded,
+    done: Uploaded,
 }
 
 impl Uploader {
@@ -86,8 +86,9 @@ impl Uploader {
         }
     }
 
-    /// Waits for every queued push; returns the first error.
-    pub fn finish(mut self) -> Result<()> {
+    /// Waits for every queued push; returns the figures of each push by digest, or the
+    /// first error.
+    pub fn finish(mut self) -> Result<std::collections::HashMap<String, StageReport>> {
         self.tx.take();
         let mut first = Ok(());
         for h in self.handles.drain(..) {
@@ -98,7 +99,9 @@ impl Uploader {
                 first = r;
             }
         }
-        first
+        first?;
+        let done = std::mem::take(&mut *self.done.lock().unwrap_or_else(|e| e.into_inner()));
+        Ok(done.into_iter().collect())
     }
 }
 

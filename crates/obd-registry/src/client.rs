@@ -1556,11 +1556,7 @@ impl Client {
             size += n as u64;
         }
         let digest = format!("sha256:{}", hex::encode(h.finalize()));
-        let p = path.to_path_buf();
-        let src = UploadSource::Reopen(Box::new(move || {
-            Ok(Box::new(std::fs::File::open(&p)?) as Box<dyn Read + Send>)
-        }));
-        let r = self.push_blob_source(repo, &digest, size, src)?;
+        let r = self.push_blob_file_as(repo, path, &digest, size)?;
         Ok((digest, size, r))
     }
 

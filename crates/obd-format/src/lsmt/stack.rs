@@ -118,6 +118,51 @@ impl Stack {
     }
 }
 
+impl Stack {
+    /// Reads `buf.len()` bytes at `off` of a device whose writable upper (not part of this
+    /// stack) maps the sectors in `upper_index`: those come from `read_upper`, the gaps from
+    /// these lowers, and anything beyond the lowers (which may be smaller, or empty) reads
+    /// as zeros. Used by [`super::WarpStack`] and [`super::StreamStack`].
+    pub(crate) fn read_under(
+        &self,
+        upper_index: &super::index::Index0,
+        buf: &mut [u8],
+        off: u64,
+        mut read_upper: impl FnMut(&mut [u8], u64) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let end = off + buf.len() as u64;
+        let (b, e) = (off / SECTOR, end.div_ceil(SECTOR));
+        let mut pieces = Vec::new();
+        let mut cursor = b;
+        for s in upper_index.lookup(b, e) {
+            if s.offset > cursor {
+                pieces.push((cursor, s.offset, false));
+            }
+            pieces.push((s.offset, s.end(), true));
+            cursor = s.end();
+        }
+        if cursor < e {
+            pieces.push((cursor, e, false));
+        }
+        for (pb, pe, upper) in pieces {
+            let lo = (pb * SECTOR).max(off);
+            let hi = (pe * SECTOR).min(end);
+            if lo >= hi {
+                continue;
+            }
+            let dst = &mut buf[(lo - off) as usize..(hi - off) as usize];
+            if upper {
+                read_upper(dst, lo)?;
+            } else {
+                let have = self.size().saturating_sub(lo).min(dst.len() as u64) as usize;
+                self.read_exact_at(&mut dst[..have], lo)?;
+                dst[have..].fill(0);
+            }
+        }
+        Ok(())
+    }
+}
+
 impl ReadAt for Stack {
     fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
         let n = clamp(buf.len(), off, self.vsize);

@@ -403,32 +403,10 @@ impl StreamStack {
 impl ReadAt for StreamStack {
     fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
         let n = clamp(buf.len(), off, self.size());
-        let buf = &mut buf[..n];
-        let (b, e) = (off / SECTOR, (off + n as u64).div_ceil(SECTOR));
-        let mut cursor = b;
-        let mut gaps = Vec::new();
-        for s in self.upper.index().lookup(b, e) {
-            if s.offset > cursor {
-                gaps.push((cursor, s.offset));
-            }
-            cursor = s.end();
-        }
-        if cursor < e {
-            gaps.push((cursor, e));
-        }
-        self.upper.read_at(buf, off)?;
-        for (gb, ge) in gaps {
-            let lo = (gb * SECTOR).max(off);
-            let hi = (ge * SECTOR).min(off + n as u64);
-            if lo >= hi {
-                continue;
-            }
-            let dst = &mut buf[(lo - off) as usize..(hi - off) as usize];
-            // Lowers may be smaller (or absent: size 0); beyond them reads as zeros.
-            let have = self.lowers.size().saturating_sub(lo).min(dst.len() as u64) as usize;
-            self.lowers.read_exact_at(&mut dst[..have], lo)?;
-            dst[have..].fill(0);
-        }
+        self.lowers
+            .read_under(self.upper.index(), &mut buf[..n], off, |dst, at| {
+                self.upper.read_exact_at(dst, at)
+            })?;
         Ok(n)
     }
     fn size(&self) -> u64 {

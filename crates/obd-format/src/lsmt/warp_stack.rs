@@ -7,7 +7,6 @@ use std::io;
 use super::ro::clamp;
 use super::stack::Stack;
 use super::warp::WarpLayer;
-use super::SECTOR;
 use crate::io::{ReadAt, WriteAt};
 
 /// Lowers plus a writable warp upper.
@@ -30,37 +29,10 @@ impl WarpStack {
 impl ReadAt for WarpStack {
     fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
         let n = clamp(buf.len(), off, self.size());
-        let buf = &mut buf[..n];
-        let (b, e) = (off / SECTOR, (off + n as u64).div_ceil(SECTOR));
-        // Upper mappings first; the gaps between them read from the lowers.
-        let mut pieces = Vec::new();
-        let mut cursor = b;
-        for s in self.upper.index().lookup(b, e) {
-            if s.offset > cursor {
-                pieces.push((cursor, s.offset, false));
-            }
-            pieces.push((s.offset, s.end(), true));
-            cursor = s.end();
-        }
-        if cursor < e {
-            pieces.push((cursor, e, false));
-        }
-        for (pb, pe, upper) in pieces {
-            let lo = (pb * SECTOR).max(off);
-            let hi = (pe * SECTOR).min(off + n as u64);
-            if lo >= hi {
-                continue;
-            }
-            let dst = &mut buf[(lo - off) as usize..(hi - off) as usize];
-            if upper {
-                self.upper.read_exact_at(dst, lo)?;
-            } else {
-                // Lowers may be smaller (or absent: size 0); beyond them reads as zeros.
-                let have = self.lowers.size().saturating_sub(lo).min(dst.len() as u64) as usize;
-                self.lowers.read_exact_at(&mut dst[..have], lo)?;
-                dst[have..].fill(0);
-            }
-        }
+        self.lowers
+            .read_under(self.upper.index(), &mut buf[..n], off, |dst, at| {
+                self.upper.read_exact_at(dst, at)
+            })?;
         Ok(n)
     }
     fn size(&self) -> u64 {
