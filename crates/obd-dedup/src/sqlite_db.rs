@@ -55,34 +55,58 @@ impl SqliteDb {
     /// [`Error::SchemaTooNew`].
     pub fn open(path: impl AsRef<Path>, opts: &SqliteOptions) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let unavailable = |e: &dyn fmt::Display| Error::Unavailable {
-            target: format!("sqlite {}", path.display()),
-            reason: e.to_string(),
-        };
         if path.as_os_str().is_empty() {
-            return Err(unavailable(&"empty path"));
+            return Err(Error::Unavailable {
+                target: format!("sqlite {}", path.display()),
+                reason: "empty path".into(),
+            });
         }
+        // Some steps of opening a fresh file (the switch to WAL, WAL recovery, the schema
+        // read) can report "database is locked" at once, without the busy handler, while
+        // another process opens the same file: those steps are retried for the busy
+        // timeout.
+        let deadline = std::time::Instant::now() + opts.busy_timeout;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            match Self::open_once(&path, opts) {
+                Ok(db) => return Ok(db),
+                Err(Opening::Busy(e)) if std::time::Instant::now() < deadline => {
+                    tracing::debug!(path = %path.display(), error = %e, "database busy; retrying");
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                Err(Opening::Busy(e) | Opening::Fatal(e)) => return Err(e),
+            }
+        }
+    }
+
+    fn open_once(path: &Path, opts: &SqliteOptions) -> std::result::Result<Self, Opening> {
+        let unavailable = |e: rusqlite::Error| {
+            Opening::of(e, |reason| Error::Unavailable {
+                target: format!("sqlite {}", path.display()),
+                reason,
+            })
+        };
         let conn = Connection::open_with_flags(
-            &path,
+            path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
                 | OpenFlags::SQLITE_OPEN_CREATE
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .map_err(|e| unavailable(&e))?;
-        conn.busy_timeout(opts.busy_timeout)
-            .map_err(|e| unavailable(&e))?;
+        .map_err(unavailable)?;
+        conn.busy_timeout(opts.busy_timeout).map_err(unavailable)?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(|e| unavailable(&e))?;
+            .map_err(unavailable)?;
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::debug!(path = %path.display(), mode, "SQLite did not switch to WAL mode");
         }
         conn.execute_batch("PRAGMA synchronous = NORMAL")
-            .map_err(|e| unavailable(&e))?;
+            .map_err(unavailable)?;
         let mut conn = conn;
         migrate(&mut conn)?;
         Ok(SqliteDb {
-            path,
+            path: path.to_path_buf(),
             conn: Mutex::new(conn),
         })
     }
@@ -99,12 +123,40 @@ impl SqliteDb {
     }
 }
 
+/// An error while opening: `Busy` ones (SQLITE_BUSY, SQLITE_LOCKED) are retried by
+/// [`SqliteDb::open`].
+enum Opening {
+    Busy(Error),
+    Fatal(Error),
+}
+
+impl Opening {
+    fn of(e: rusqlite::Error, wrap: impl FnOnce(String) -> Error) -> Self {
+        let busy = matches!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        );
+        let e = wrap(e.to_string());
+        if busy {
+            Opening::Busy(e)
+        } else {
+            Opening::Fatal(e)
+        }
+    }
+}
+
+impl From<Error> for Opening {
+    fn from(e: Error) -> Self {
+        Opening::Fatal(e)
+    }
+}
+
 fn query_err(e: rusqlite::Error) -> Error {
     Error::Query(e.to_string())
 }
 
-fn migration_err(e: rusqlite::Error) -> Error {
-    Error::Migration(e.to_string())
+fn migration_err(e: rusqlite::Error) -> Opening {
+    Opening::of(e, Error::Migration)
 }
 
 fn size_of(v: i64) -> Result<u64> {
@@ -135,16 +187,18 @@ fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<
     )
 }
 
-fn migrate(conn: &mut Connection) -> Result<()> {
-    let found = version(conn).map_err(|e| Error::Unavailable {
-        target: format!("sqlite {}", conn.path().unwrap_or("?")),
-        reason: e.to_string(),
+fn migrate(conn: &mut Connection) -> std::result::Result<(), Opening> {
+    let found = version(conn).map_err(|e| {
+        Opening::of(e, |reason| Error::Unavailable {
+            target: format!("sqlite {}", conn.path().unwrap_or("?")),
+            reason,
+        })
     })?;
     if found > LATEST_VERSION {
-        return Err(Error::SchemaTooNew {
+        return Err(Opening::Fatal(Error::SchemaTooNew {
             found,
             known: LATEST_VERSION,
-        });
+        }));
     }
     if found == LATEST_VERSION {
         return Ok(());
@@ -157,10 +211,10 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     // Re-read under the write lock: another process may have migrated meanwhile.
     let found = version(&tx).map_err(migration_err)?;
     if found > LATEST_VERSION {
-        return Err(Error::SchemaTooNew {
+        return Err(Opening::Fatal(Error::SchemaTooNew {
             found,
             known: LATEST_VERSION,
-        });
+        }));
     }
     for m in MIGRATIONS.iter().filter(|m| m.version > found) {
         match m.version {
