@@ -1533,6 +1533,15 @@ impl Client {
         digest: &str,
         size: u64,
     ) -> Result<BlobPush> {
+        if let Some(chunk) = self.opts.chunk_size.filter(|c| *c > 0 && *c < size) {
+            validate_repository(repo)?;
+            validate_digest(digest)?;
+            if self.head_blob(repo, digest)?.is_some() {
+                debug!(repo, digest, "blob already present");
+                return Ok(BlobPush::AlreadyExists);
+            }
+            return self.upload_file_chunked(repo, path, digest, size, chunk);
+        }
         let p = path.to_path_buf();
         let src = UploadSource::Reopen(Box::new(move || {
             Ok(Box::new(std::fs::File::open(&p)?) as Box<dyn Read + Send>)
@@ -1558,6 +1567,128 @@ impl Client {
         let digest = format!("sha256:{}", hex::encode(h.finalize()));
         let r = self.push_blob_file_as(repo, path, &digest, size)?;
         Ok((digest, size, r))
+    }
+
+    /// Pushes the file at `path` (`size` bytes, `digest`) in `PATCH` chunks of `chunk`
+    /// bytes. After a transient failure the upload resumes in the same session from the
+    /// offset the registry reports (a registry that kept the bytes is not sent them again);
+    /// when the registry dropped the session (as distribution does after a chunk cut
+    /// half-way), it starts over.
+    fn upload_file_chunked(
+        &self,
+        repo: &str,
+        path: &Path,
+        digest: &str,
+        size: u64,
+        chunk: u64,
+    ) -> Result<BlobPush> {
+        let file = std::fs::File::open(path)?;
+        let scopes = [scope_push(repo)];
+        let what = format!("blob {digest}");
+        let mut attempt = 0u32;
+        let mut buf = vec![0u8; chunk as usize];
+        'session: loop {
+            let (_, loc) = self.start_upload(repo, "", &scopes)?;
+            let mut loc =
+                loc.ok_or_else(|| Error::Protocol("upload POST returned no Location".into()))?;
+            let mut offset = 0u64;
+            while offset < size {
+                let n = chunk.min(size - offset) as usize;
+                std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf[..n], offset)?;
+                let range = format!("{}-{}", offset, offset + n as u64 - 1);
+                let len = n.to_string();
+                let sent = self
+                    .send_upload(
+                        Method::PATCH,
+                        &loc,
+                        &[
+                            ("Content-Type", "application/octet-stream"),
+                            ("Content-Range", &range),
+                            ("Content-Length", &len),
+                        ],
+                        &mut ReqBody::Bytes(buf[..n].to_vec()),
+                        &scopes,
+                        n as u64,
+                    )
+                    .and_then(|r| self.expect(Method::PATCH, &loc, r, &[201, 202, 204], &what));
+                let err = match sent {
+                    Ok(resp) => {
+                        loc = self.next_location(&loc, &resp)?;
+                        offset += n as u64;
+                        continue;
+                    }
+                    Err(e) if e.is_transient() && attempt < self.opts.retries => e,
+                    Err(e) => return Err(e),
+                };
+                let d = self.backoff(attempt);
+                attempt += 1;
+                warn!(repo, digest, offset, error = %err, "blob chunk failed; resuming");
+                std::thread::sleep(d);
+                match self.upload_status(&loc, &scopes) {
+                    Ok((l, at)) if at <= size => {
+                        loc = l;
+                        offset = at;
+                    }
+                    _ => continue 'session,
+                }
+            }
+            loc.query_pairs_mut().append_pair("digest", digest);
+            loop {
+                let put = self
+                    .send_upload(
+                        Method::PUT,
+                        &loc,
+                        &[("Content-Length", "0")],
+                        &mut ReqBody::Empty,
+                        &scopes,
+                        size,
+                    )
+                    .and_then(|r| self.expect(Method::PUT, &loc, r, &[200, 201, 202, 204], &what));
+                match put {
+                    Ok(resp) => {
+                        if let Some(d) = header_str(resp.headers(), "docker-content-digest") {
+                            if d != digest {
+                                return Err(Error::DigestMismatch {
+                                    what,
+                                    expected: digest.to_string(),
+                                    actual: d.to_string(),
+                                });
+                            }
+                        }
+                        return Ok(BlobPush::Uploaded);
+                    }
+                    // The commit may have happened with its answer lost.
+                    Err(e) if e.is_transient() && attempt < self.opts.retries => {
+                        let d = self.backoff(attempt);
+                        attempt += 1;
+                        warn!(repo, digest, error = %e, "blob commit failed; retrying");
+                        std::thread::sleep(d);
+                        if self.head_blob(repo, digest).ok().flatten().is_some() {
+                            return Ok(BlobPush::Uploaded);
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+
+    /// `GET` of an upload session: its (new) location and the bytes the registry holds.
+    fn upload_status(&self, loc: &Url, scopes: &[String]) -> Result<(Url, u64)> {
+        let resp = self.send(Method::GET, loc, &[], &mut ReqBody::Empty, scopes)?;
+        let resp = self.expect(Method::GET, loc, resp, &[204], "upload status")?;
+        let next = self.next_location(loc, &resp)?;
+        // `Range: 0-<last byte>`; an empty upload says `0-0` too (then 0 is safe to assume:
+        // the caller refuses to go back before what was confirmed).
+        let held = match header_str(resp.headers(), "range").and_then(|r| r.split_once('-')) {
+            Some((_, end)) => match end.trim().parse::<u64>() {
+                Ok(0) => 0,
+                Ok(e) => e + 1,
+                Err(_) => return Err(Error::Protocol(format!("bad upload Range {end:?}"))),
+            },
+            None => 0,
+        };
+        Ok((next, held))
     }
 
     fn push_blob_source(

@@ -875,3 +875,67 @@ fn stalls_time_out_and_are_retried() {
         .unwrap()
         .is_none());
 }
+
+/// A chunked file upload resumes in its session after a failed chunk and a failed commit,
+/// and starts over when the registry dropped the session (distribution does after a chunk
+/// cut half-way).
+#[test]
+fn chunked_file_upload_resumes_or_restarts() {
+    use obd_registry::testutil::{Fault, FlakyProxy};
+    let Some(reg) = TestRegistry::start_or_skip(RegistryKind::Plain) else {
+        return;
+    };
+    let proxy = FlakyProxy::start(&reg.host, Vec::new()).unwrap();
+    let c = Client::new(
+        &proxy.host,
+        ClientOptions {
+            retries: 5,
+            chunk_size: Some(4 << 20),
+            ..reg.options()
+        },
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("blob");
+    let pass = || Fault::delay(std::time::Duration::ZERO).on("PATCH");
+    for (seed, faults) in [
+        // A chunk lost before the registry saw it: resumed at the registry's offset.
+        (
+            91,
+            vec![
+                pass(),
+                Fault::close().on("PATCH"),
+                Fault::status(500).on("PUT"),
+            ],
+        ),
+        // A chunk cut half-way: distribution drops the session; the upload starts over.
+        (
+            92,
+            vec![pass(), pass(), Fault::cut_request(1 << 20).on("PATCH")],
+        ),
+        (
+            93,
+            vec![
+                pass(),
+                Fault::close().on("PATCH"),
+                Fault::status(404).on("GET"),
+            ],
+        ),
+    ] {
+        let data = pseudo_random(18 << 20, seed);
+        std::fs::write(&p, &data).unwrap();
+        let d = sha256_digest(&data);
+        let served = proxy.faults_served();
+        let n = faults.len();
+        proxy.add_faults(faults);
+        let r = c
+            .push_blob_file_as("test/resume", &p, &d, data.len() as u64)
+            .unwrap();
+        assert_eq!(r, BlobPush::Uploaded);
+        assert_eq!(proxy.faults_served(), served + n, "seed {seed}");
+        assert!(
+            read_all(&c, "test/resume", &d).unwrap() == data,
+            "seed {seed}"
+        );
+    }
+}
