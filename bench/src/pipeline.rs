@@ -253,7 +253,11 @@ pub fn measure(layout: &Path, tag: &str, verbose: bool) -> Row {
         };
         let st = obd_tar::apply_layer(&mut fs, File::open(l).unwrap()).unwrap();
         fs.flush().unwrap();
-        let finished = fs.into_device().into_upper().finish(&meta).unwrap();
+        let finished = fs
+            .into_device()
+            .into_upper()
+            .finish(&meta.with_extension("view"))
+            .unwrap();
         lowers.push(Arc::new(finished.meta_view().unwrap()));
         let secs = t.elapsed().as_secs_f64();
         t_apply += secs;

@@ -1,10 +1,14 @@
-//! Background downloads of layer blobs into the work directory, at most N at once, in
-//! layer order, each readable ([`TailReader`]) while it is still arriving. The store
-//! verifies digests while streaming; a failed download fails its reader.
+//! Background downloads of layer blobs, at most N at once, in layer order, each readable
+//! ([`TailReader`]) while it is still arriving. Bytes wait in memory while the downloads'
+//! shared budget ([`MEMORY_BUDGET`]) allows, else in a file of the work directory; what the
+//! reader has read is freed either way. The store verifies digests while streaming; a
+//! failed download fails its reader.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
@@ -13,11 +17,24 @@ use crate::progress::{LayerId, ProgressSink, Stage};
 use crate::report::StageReport;
 use crate::store::Store;
 
+/// Bytes of downloaded, not yet read blob data that one [`prefetch`] keeps in memory;
+/// beyond it, downloads go on into their files. A layer being applied is read about as
+/// fast as it arrives, so this mostly holds the layers downloaded ahead of their turn.
+pub const MEMORY_BUDGET: u64 = 64 << 20;
+
 /// Progress of one background download, shared with the reader that tails it.
 #[derive(Default)]
 pub struct DlState {
-    /// Bytes written to the file so far.
+    /// Bytes downloaded so far.
     written: u64,
+    /// Downloaded bytes held in memory, in order; the first chunk starts at `mem_start`.
+    mem: VecDeque<Vec<u8>>,
+    mem_start: u64,
+    /// From this offset on, bytes are in the file (at their own offsets); before it, in
+    /// `mem`. `None` while nothing went to the file.
+    spill_at: Option<u64>,
+    /// The prefetch's count of bytes in memory, given back as chunks are read.
+    budget: Option<Arc<AtomicU64>>,
     /// `Some` once the download ended (successfully, or with the error kind and message).
     done: Option<std::result::Result<StageReport, (std::io::ErrorKind, String)>>,
 }
@@ -93,6 +110,38 @@ pub fn wait(dl: &Download) -> std::io::Result<StageReport> {
     }
 }
 
+impl DlState {
+    /// Copies bytes at `pos` out of the memory chunks, freeing the chunks read to their
+    /// end; `None` if `pos` is not in memory.
+    fn read_mem(&mut self, pos: u64, buf: &mut [u8]) -> Option<usize> {
+        if self.spill_at.is_some_and(|s| pos >= s) {
+            return None;
+        }
+        let front = self.mem.front()?;
+        let off = usize::try_from(pos.checked_sub(self.mem_start)?).ok()?;
+        let n = buf.len().min(front.len().checked_sub(off)?);
+        buf[..n].copy_from_slice(&front[off..off + n]);
+        if off + n == front.len() {
+            let len = front.len() as u64;
+            self.mem.pop_front();
+            self.mem_start += len;
+            if let Some(b) = &self.budget {
+                b.fetch_sub(len, Ordering::SeqCst);
+            }
+        }
+        Some(n)
+    }
+}
+
+impl Drop for DlState {
+    fn drop(&mut self) {
+        let held: u64 = self.mem.iter().map(|c| c.len() as u64).sum();
+        if let Some(b) = &self.budget {
+            b.fetch_sub(held, Ordering::SeqCst);
+        }
+    }
+}
+
 impl Read for TailReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let (lock, cv) = &*self.dl;
@@ -100,6 +149,10 @@ impl Read for TailReader {
             let mut st = lock.lock().unwrap_or_else(|p| p.into_inner());
             loop {
                 if st.written > self.pos {
+                    if let Some(n) = st.read_mem(self.pos, buf) {
+                        self.pos += n as u64;
+                        return Ok(n);
+                    }
                     break st.written - self.pos;
                 }
                 match &st.done {
@@ -120,7 +173,7 @@ impl Read for TailReader {
         let f = self.file.as_ref().expect("opened above");
         let k = std::os::unix::fs::FileExt::read_at(f, &mut buf[..n], self.pos)?;
         self.pos += k as u64;
-        if self.consume && self.pos - self.punched >= PUNCH_STEP {
+        if self.consume && self.pos.saturating_sub(self.punched) >= PUNCH_STEP {
             let to = self.pos & !4095;
             punch_hole(f, self.punched, to);
             self.punched = to;
@@ -139,14 +192,32 @@ fn io_kind(e: &ConvertError) -> std::io::ErrorKind {
 }
 
 /// Starts background downloads of `jobs` from `src`, at most `concurrency` at once, in
-/// order. Returns one [`Download`] per job.
+/// order. Returns one [`Download`] per job. Up to `memory_budget` unread bytes wait in
+/// memory (normally [`MEMORY_BUDGET`]); with 0, every byte goes to the job's file, which
+/// then holds the whole blob (to push it again, or for `--reserve`).
 pub fn prefetch(
     src: Arc<dyn Store>,
     jobs: Vec<Job>,
     concurrency: usize,
     progress: ProgressSink,
+    memory_budget: u64,
 ) -> Vec<Download> {
-    let dls: Vec<Download> = jobs.iter().map(|_| Download::default()).collect();
+    let memory = memory_budget > 0;
+    let budget = Arc::new(AtomicU64::new(0));
+    let dls: Vec<Download> = jobs
+        .iter()
+        .map(|_| {
+            let st = DlState {
+                written: 0,
+                mem: VecDeque::new(),
+                mem_start: 0,
+                spill_at: (!memory).then_some(0),
+                budget: Some(budget.clone()),
+                done: None,
+            };
+            Arc::new((Mutex::new(st), Condvar::new()))
+        })
+        .collect();
     let n = jobs.len();
     let queue = Arc::new(Mutex::new(
         jobs.into_iter()
@@ -154,7 +225,8 @@ pub fn prefetch(
             .collect::<std::collections::VecDeque<_>>(),
     ));
     for _ in 0..concurrency.max(1).min(n.max(1)) {
-        let (src, queue, progress) = (src.clone(), queue.clone(), progress.clone());
+        let (src, queue, progress, budget) =
+            (src.clone(), queue.clone(), progress.clone(), budget.clone());
         std::thread::spawn(move || loop {
             let Some((job, dl)) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
             else {
@@ -167,17 +239,38 @@ pub fn prefetch(
                 let mut rd = src
                     .fetch_blob(&job.digest)
                     .map_err(|e| std::io::Error::new(io_kind(&e), e.to_string()))?;
-                let mut f = File::create(&job.path)?;
+                let mut f: Option<File> = None;
                 let mut buf = vec![0u8; 1 << 20];
                 let mut total = 0u64;
                 loop {
                     let n = rd.read(&mut buf)?;
                     if n == 0 {
+                        if f.is_none() && !memory {
+                            File::create(&job.path)?;
+                        }
                         return Ok(total);
                     }
-                    std::io::Write::write_all(&mut f, &buf[..n])?;
+                    let spilled = lock.lock().unwrap_or_else(|p| p.into_inner()).spill_at;
+                    let in_mem = spilled.is_none()
+                        && budget.fetch_add(n as u64, Ordering::SeqCst) + n as u64 <= memory_budget;
+                    if in_mem {
+                        let mut st = lock.lock().unwrap_or_else(|p| p.into_inner());
+                        st.mem.push_back(buf[..n].to_vec());
+                        st.written += n as u64;
+                    } else {
+                        if spilled.is_none() {
+                            budget.fetch_sub(n as u64, Ordering::SeqCst);
+                        }
+                        if f.is_none() {
+                            f = Some(File::create(&job.path)?);
+                        }
+                        let file = f.as_ref().expect("created above");
+                        std::os::unix::fs::FileExt::write_all_at(file, &buf[..n], total)?;
+                        let mut st = lock.lock().unwrap_or_else(|p| p.into_inner());
+                        st.spill_at.get_or_insert(total);
+                        st.written += n as u64;
+                    }
                     total += n as u64;
-                    lock.lock().unwrap_or_else(|p| p.into_inner()).written += n as u64;
                     cv.notify_all();
                     progress.advance(&job.layer, Stage::Download, n as u64);
                 }
@@ -210,4 +303,101 @@ pub fn download_to(src: &dyn Store, digest: &str, path: &Path) -> crate::Result<
         std::io::ErrorKind::InvalidData => ConvertError::BadInput(format!("{digest}: {e}")),
         _ => ConvertError::io(format!("downloading {digest}"), e),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::OciLayout;
+
+    fn layout_with(dir: &Path, blobs: &[Vec<u8>]) -> Vec<Job> {
+        OciLayout::open(dir, true).unwrap();
+        blobs
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let d = crate::digest::sha256(b);
+                std::fs::write(dir.join("blobs/sha256").join(crate::digest::hex_of(&d)), b)
+                    .unwrap();
+                Job {
+                    layer: LayerId {
+                        manifest: "t".into(),
+                        index: i,
+                        count: blobs.len(),
+                    },
+                    digest: d,
+                    size: b.len() as u64,
+                    path: dir.join(format!("{i}.blob")),
+                }
+            })
+            .collect()
+    }
+
+    fn blobs() -> Vec<Vec<u8>> {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        [1 << 20, 3 << 19, 0, 12345]
+            .iter()
+            .map(|&n| {
+                (0..n)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Blobs read back whole whatever part waited in memory and part in the file, with
+    /// a budget smaller than one blob; the memory is all given back.
+    #[test]
+    fn memory_then_file() {
+        for budget in [0, 300 << 10, MEMORY_BUDGET] {
+            let t = tempfile::tempdir().unwrap();
+            let b = blobs();
+            let jobs = layout_with(t.path(), &b);
+            let paths: Vec<PathBuf> = jobs.iter().map(|j| j.path.clone()).collect();
+            let src: Arc<dyn Store> = Arc::new(OciLayout::open(t.path(), false).unwrap());
+            let dls = prefetch(src, jobs, 3, ProgressSink::default(), budget);
+            for ((dl, want), p) in dls.iter().zip(&b).zip(&paths) {
+                let mut got = Vec::new();
+                TailReader::new(p.clone(), dl.clone())
+                    .consuming(budget > 0)
+                    .read_to_end(&mut got)
+                    .unwrap();
+                assert!(got == *want, "budget {budget}: blob differs");
+                assert_eq!(wait(dl).unwrap().bytes, want.len() as u64);
+                if budget == 0 {
+                    assert_eq!(std::fs::read(p).unwrap(), *want, "the file holds the blob");
+                }
+            }
+            let left = dls[0].0.lock().unwrap().budget.clone().unwrap();
+            assert_eq!(left.load(Ordering::SeqCst), 0, "budget {budget}");
+        }
+    }
+
+    /// A digest mismatch fails the reader, whether the bytes were in memory or not.
+    #[test]
+    fn corrupt_blob_fails_the_reader() {
+        let t = tempfile::tempdir().unwrap();
+        let b = blobs();
+        let jobs = layout_with(t.path(), &b[..1]);
+        let bad = t
+            .path()
+            .join("blobs/sha256")
+            .join(crate::digest::hex_of(&jobs[0].digest));
+        let mut bytes = b[0].clone();
+        bytes[1000] ^= 1;
+        std::fs::write(bad, bytes).unwrap();
+        let p = jobs[0].path.clone();
+        let src: Arc<dyn Store> = Arc::new(OciLayout::open(t.path(), false).unwrap());
+        let dl = prefetch(src, jobs, 1, ProgressSink::default(), MEMORY_BUDGET).remove(0);
+        let e = TailReader::new(p, dl.clone())
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+        assert!(wait(&dl).is_err());
+    }
 }

@@ -385,6 +385,11 @@ pub fn convert_manifest(
             jobs,
             opts.download_concurrency,
             opts.progress.clone(),
+            if opts.reserve {
+                0
+            } else {
+                fetch::MEMORY_BUDGET
+            },
         );
         for (i, dl) in todo.into_iter().zip(dls) {
             downloads[i] = Some(dl);
@@ -514,7 +519,7 @@ pub fn convert_manifest(
         // the next layer stacks on this one's metadata while the output is hashed.
         let tc = Instant::now();
         opts.progress.start(id, Stage::Commit, None);
-        let finished = upper.finish(&meta)?;
+        let finished = upper.finish(&ldir.join("metadata.view"))?;
         run.lowers.push(Arc::new(finished.meta_view()?));
         let (queue, rows, progress) = (
             run.uploader.sender(),

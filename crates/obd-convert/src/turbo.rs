@@ -165,6 +165,12 @@ pub fn convert_manifest(
             jobs,
             opts.download_concurrency,
             opts.progress.clone(),
+            // Blobs pushed again to the target are kept whole in their files.
+            if copy_sources || opts.reserve {
+                0
+            } else {
+                fetch::MEMORY_BUDGET
+            },
         )
         .into_iter()
         .map(Some)

@@ -16,16 +16,17 @@
 //! The output is a committed layer as [`super::commit`] writes it (header 0x07, data, the
 //! compressed index padded to a multiple of 256 entries, trailer 0x06), except that data
 //! sits in write order rather than LBA order; readers follow `moffset`, so both are valid.
-//! After `finish`, the side file plus the layer's index form a read-only view of the
-//! layer's metadata ([`Finished::meta_view`]), which is all a later layer needs to stack on.
+//! `finish` also copies the metadata, densely and ZFile-compressed, into a small view file and
+//! removes the side file: with the layer's index it forms a read-only view of the layer's
+//! metadata ([`Finished::meta_view`]), which is all a later layer needs to stack on.
 //!
 //! Discards follow the writable kind: unmapped for [`RwKind::Sparse`] (lowers show
 //! through), zeroed entries for [`RwKind::Append`].
 
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -42,7 +43,7 @@ use crate::error::{FormatError, Result};
 use crate::io::{FileSource, ReadAt, WriteAt};
 use crate::output::Wrapping;
 use crate::uuid::Uuid;
-use crate::zfile::ZFileInfo;
+use crate::zfile::{ZFileInfo, ZFileOptions};
 
 /// Tag of index entries whose bytes are already in the output stream (at `moffset`).
 const TAG_STREAMED: u8 = 0;
@@ -61,6 +62,9 @@ pub struct StreamLayer {
     vsize: u64,
     index: Index0,
     meta: File,
+    meta_path: PathBuf,
+    /// Compression of the metadata view written by `finish`.
+    view_zfile: ZFileOptions,
     /// Next stored sector of the committed layer's data area.
     cursor: u64,
     batch: Vec<u8>,
@@ -77,17 +81,20 @@ pub struct Finished {
     pub zfile: Option<ZFileInfo>,
     /// Bytes of file data streamed while the layer was written.
     pub bulk_bytes: u64,
+    /// Bytes of metadata in the view (uncompressed).
+    pub meta_bytes: u64,
     meta_index: Vec<Segment>,
-    meta_path: std::path::PathBuf,
+    view_path: PathBuf,
     vsize: u64,
 }
 
 impl Finished {
     /// A read-only view of the layer's metadata (its file data reads as zeros).
     pub fn meta_view(&self) -> Result<LsmtRo> {
-        let src = FileSource::open(&self.meta_path)
-            .map_err(|e| FormatError::io(format!("opening {}", self.meta_path.display()), e))?;
-        LsmtRo::from_index(Arc::new(src), self.meta_index.clone(), self.vsize)
+        let src = FileSource::open(&self.view_path)
+            .map_err(|e| FormatError::io(format!("opening {}", self.view_path.display()), e))?;
+        let payload = crate::detect::unwrap(Arc::new(src))?.payload;
+        LsmtRo::from_index(payload, self.meta_index.clone(), self.vsize)
     }
 }
 
@@ -98,7 +105,7 @@ fn stream_err(e: impl std::fmt::Display) -> io::Error {
 impl StreamLayer {
     /// Starts a layer of `opts.virtual_size` bytes whose committed form is written to `out`
     /// (wrapped as `wrap` says; `sync` makes the output durable at the end) and whose
-    /// metadata goes to the new file `meta_path`.
+    /// metadata goes to the new file `meta_path` until [`StreamLayer::finish`].
     pub fn create(
         out: File,
         wrap: Wrapping,
@@ -147,6 +154,8 @@ impl StreamLayer {
             vsize: opts.virtual_size,
             index: Index0::new(),
             meta,
+            meta_path: meta_path.to_path_buf(),
+            view_zfile: wrap.zfile.unwrap_or_default(),
             cursor: HT_SPACE / SECTOR,
             batch,
             tx: Some(tx),
@@ -211,13 +220,34 @@ impl StreamLayer {
     }
 
     /// Writes the metadata into the data area, then the index and the trailer, and waits
-    /// for the output to be complete.
-    pub fn finish(mut self, meta_path: &Path) -> Result<Finished> {
+    /// for the output to be complete. The metadata also goes, compressed, into the new file
+    /// `view_path` (see [`Finished::meta_view`]); the side file is removed.
+    pub fn finish(mut self, view_path: &Path) -> Result<Finished> {
+        let view = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(view_path)
+            .map_err(|e| FormatError::io(format!("creating {}", view_path.display()), e))?;
+        let view_wrap = Wrapping {
+            zfile: Some(self.view_zfile),
+            tar: false,
+            overwrite_header: false,
+        };
+        let ((entries, meta_index, meta_bytes), _) =
+            crate::output::write_wrapped_with(view, view_wrap, false, |w| self.append_meta(w))?;
+        let _ = std::fs::remove_file(&self.meta_path);
+        self.seal(entries, meta_index, meta_bytes, view_path)
+    }
+
+    /// Appends the metadata to the data area (and densely to `view`); returns the output's
+    /// index entries, the view's, and the metadata bytes.
+    fn append_meta(&mut self, view: &mut dyn Write) -> Result<(Vec<Segment>, Vec<Segment>, u64)> {
         let wr = |e| FormatError::io("writing the committed layer", e);
         let segs = self.index.dump();
         let mut entries: Vec<Segment> = Vec::with_capacity(segs.len());
         let mut meta_index: Vec<Segment> = Vec::with_capacity(segs.len());
         let mut buf = Vec::new();
+        let mut view_cursor = 0u64;
         for s in segs {
             if s.zeroed {
                 entries.push(Segment {
@@ -226,7 +256,7 @@ impl StreamLayer {
                     ..s
                 });
                 meta_index.push(Segment {
-                    moffset: HT_SPACE / SECTOR,
+                    moffset: 0,
                     tag: 0,
                     ..s
                 });
@@ -242,18 +272,37 @@ impl StreamLayer {
                     tag: 0,
                     ..s
                 });
-                meta_index.push(Segment { tag: 0, ..s });
+                meta_index.push(Segment {
+                    moffset: view_cursor,
+                    tag: 0,
+                    ..s
+                });
+                view_cursor += s.length as u64;
                 self.append(&buf).map_err(wr)?;
+                view.write_all(&buf)
+                    .map_err(|e| FormatError::io("writing the metadata view", e))?;
             } else {
                 entries.push(s);
                 meta_index.push(Segment {
-                    moffset: HT_SPACE / SECTOR,
+                    moffset: 0,
                     zeroed: true,
                     tag: 0,
                     ..s
                 });
             }
         }
+        Ok((entries, meta_index, view_cursor * SECTOR))
+    }
+
+    /// Writes the index and the trailer and waits for the output to be complete.
+    fn seal(
+        mut self,
+        mut entries: Vec<Segment>,
+        meta_index: Vec<Segment>,
+        meta_bytes: u64,
+        view_path: &Path,
+    ) -> Result<Finished> {
+        let wr = |e| FormatError::io("writing the committed layer", e);
         // The index is sorted by offset: the greedy compression merges entries contiguous in
         // both spaces, as a compacting commit's would be.
         index::compress(&mut entries);
@@ -293,8 +342,9 @@ impl StreamLayer {
             },
             zfile,
             bulk_bytes: self.bulk_bytes,
+            meta_bytes,
             meta_index,
-            meta_path: meta_path.to_path_buf(),
+            view_path: view_path.to_path_buf(),
             vsize: self.vsize,
         })
     }

@@ -98,7 +98,8 @@ fn build(dir: &Path, kind: RwKind) -> (std::path::PathBuf, Finished, Vec<u8>) {
     assert_eq!(b, block(5, 8));
     s.read_exact_at(&mut b, 1 << 20).unwrap();
     assert!(b.iter().all(|&x| x == 0));
-    let f = s.finish(&meta).unwrap();
+    let f = s.finish(&dir.join("view")).unwrap();
+    assert!(!meta.exists(), "the side file is removed");
     (out, f, model)
 }
 
@@ -135,6 +136,30 @@ fn meta_view_holds_metadata_only() {
         v.read_exact_at(&mut b, o).unwrap();
         assert!(b.iter().all(|&x| x == 0), "at {o}");
     }
+    // The view holds the two live metadata blocks once.
+    assert_eq!(f.meta_bytes, 2 * 4096);
+}
+
+/// A layer with file data only has an empty metadata view, which still opens.
+#[test]
+fn empty_meta_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = StreamLayer::create(
+        File::create(dir.path().join("out")).unwrap(),
+        wrap(),
+        false,
+        &dir.path().join("side"),
+        RwKind::Sparse,
+        opts(),
+    )
+    .unwrap();
+    s.write_bulk_at(&block(4, 8), 8192).unwrap();
+    let f = s.finish(&dir.path().join("view")).unwrap();
+    assert_eq!(f.meta_bytes, 0);
+    let v = f.meta_view().unwrap();
+    let mut b = vec![1u8; 4096];
+    v.read_exact_at(&mut b, 8192).unwrap();
+    assert!(b.iter().all(|&x| x == 0));
 }
 
 #[test]
