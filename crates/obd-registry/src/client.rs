@@ -133,7 +133,8 @@ struct AuthState {
 /// A request body, and whether it can be sent again.
 enum ReqBody {
     Empty,
-    Bytes(Vec<u8>),
+    /// Shared, so a retry re-sends it without a copy.
+    Bytes(bytes::Bytes),
     /// Sent at most once.
     Stream(Option<(Box<dyn Read + Send>, u64)>),
 }
@@ -177,6 +178,19 @@ impl UploadSource {
     fn rewindable(&self) -> bool {
         matches!(self, UploadSource::Reopen(_))
     }
+}
+
+/// A status by which a registry refuses an upload session (unknown or invalid session,
+/// range not satisfiable, digest of the bytes received wrong): a client that still has
+/// every byte can start a new session.
+fn session_refused(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Status {
+            code: 400 | 404 | 416,
+            ..
+        }
+    ) || matches!(e, Error::DigestMismatch { .. })
 }
 
 /// A blocking client for one registry host. Cheap to share between threads (`&Client` is
@@ -1586,7 +1600,6 @@ impl Client {
         let scopes = [scope_push(repo)];
         let what = format!("blob {digest}");
         let mut attempt = 0u32;
-        let mut buf = vec![0u8; chunk as usize];
         'session: loop {
             let (_, loc) = self.start_upload(repo, "", &scopes)?;
             let mut loc =
@@ -1594,7 +1607,8 @@ impl Client {
             let mut offset = 0u64;
             while offset < size {
                 let n = chunk.min(size - offset) as usize;
-                std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf[..n], offset)?;
+                let mut buf = vec![0u8; n];
+                std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, offset)?;
                 let range = format!("{}-{}", offset, offset + n as u64 - 1);
                 let len = n.to_string();
                 let sent = self
@@ -1606,7 +1620,7 @@ impl Client {
                             ("Content-Range", &range),
                             ("Content-Length", &len),
                         ],
-                        &mut ReqBody::Bytes(buf[..n].to_vec()),
+                        &mut ReqBody::Bytes(buf.into()),
                         &scopes,
                         n as u64,
                     )
@@ -1618,6 +1632,13 @@ impl Client {
                         continue;
                     }
                     Err(e) if e.is_transient() && attempt < self.opts.retries => e,
+                    // The session went bad (unknown, offset or state refused), e.g. after an
+                    // earlier chunk was cut half-way: the file is intact, start over.
+                    Err(e) if session_refused(&e) && attempt < self.opts.retries => {
+                        attempt += 1;
+                        warn!(repo, digest, offset, error = %e, "upload session refused; starting over");
+                        continue 'session;
+                    }
                     Err(e) => return Err(e),
                 };
                 let d = self.backoff(attempt);
@@ -1666,6 +1687,11 @@ impl Client {
                         if self.head_blob(repo, digest).ok().flatten().is_some() {
                             return Ok(BlobPush::Uploaded);
                         }
+                    }
+                    Err(e) if session_refused(&e) && attempt < self.opts.retries => {
+                        attempt += 1;
+                        warn!(repo, digest, error = %e, "upload commit refused; starting over");
+                        continue 'session;
                     }
                     Err(e) => return Err(e),
                 }
@@ -1782,12 +1808,13 @@ impl Client {
         let what = format!("blob {digest}");
         let final_body = if let Some(chunk) = chunk {
             let mut offset = 0u64;
-            let mut buf = vec![0u8; chunk as usize];
             while offset < size {
+                let mut buf = vec![0u8; chunk.min(size - offset) as usize];
                 let n = read_full(&mut reader, &mut buf)?;
                 if n == 0 {
                     break;
                 }
+                buf.truncate(n);
                 let range = format!("{}-{}", offset, offset + n as u64 - 1);
                 let len = n.to_string();
                 let resp = self.send_upload(
@@ -1798,7 +1825,7 @@ impl Client {
                         ("Content-Range", &range),
                         ("Content-Length", &len),
                     ],
-                    &mut ReqBody::Bytes(buf[..n].to_vec()),
+                    &mut ReqBody::Bytes(buf.into()),
                     &scopes,
                     n as u64,
                 )?;
@@ -1900,7 +1927,7 @@ impl Client {
             Method::PUT,
             &format!("v2/{repo}/manifests/{reference}"),
             &[("Content-Type", media_type)],
-            ReqBody::Bytes(bytes.to_vec()),
+            ReqBody::Bytes(bytes::Bytes::copy_from_slice(bytes)),
             &[scope_push(repo)],
             &[200, 201, 202, 204],
             &what,
