@@ -1609,25 +1609,9 @@ impl Client {
                 let n = chunk.min(size - offset) as usize;
                 let mut buf = vec![0u8; n];
                 std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, offset)?;
-                let range = format!("{}-{}", offset, offset + n as u64 - 1);
-                let len = n.to_string();
-                let sent = self
-                    .send_upload(
-                        Method::PATCH,
-                        &loc,
-                        &[
-                            ("Content-Type", "application/octet-stream"),
-                            ("Content-Range", &range),
-                            ("Content-Length", &len),
-                        ],
-                        &mut ReqBody::Bytes(buf.into()),
-                        &scopes,
-                        n as u64,
-                    )
-                    .and_then(|r| self.expect(Method::PATCH, &loc, r, &[201, 202, 204], &what));
-                let err = match sent {
-                    Ok(resp) => {
-                        loc = self.next_location(&loc, &resp)?;
+                let err = match self.patch_chunk(&loc, offset, buf.into(), &scopes, &what) {
+                    Ok(next) => {
+                        loc = next;
                         offset += n as u64;
                         continue;
                     }
@@ -1697,6 +1681,35 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// Sends one `PATCH` of `chunk` at `offset` of the upload at `loc`; returns the
+    /// session's next location.
+    fn patch_chunk(
+        &self,
+        loc: &Url,
+        offset: u64,
+        chunk: bytes::Bytes,
+        scopes: &[String],
+        what: &str,
+    ) -> Result<Url> {
+        let n = chunk.len() as u64;
+        let range = format!("{}-{}", offset, offset + n - 1);
+        let len = n.to_string();
+        let resp = self.send_upload(
+            Method::PATCH,
+            loc,
+            &[
+                ("Content-Type", "application/octet-stream"),
+                ("Content-Range", &range),
+                ("Content-Length", &len),
+            ],
+            &mut ReqBody::Bytes(chunk),
+            scopes,
+            n,
+        )?;
+        let resp = self.expect(Method::PATCH, loc, resp, &[201, 202, 204], what)?;
+        self.next_location(loc, &resp)
     }
 
     /// `GET` of an upload session: its (new) location and the bytes the registry holds.
@@ -1815,22 +1828,7 @@ impl Client {
                     break;
                 }
                 buf.truncate(n);
-                let range = format!("{}-{}", offset, offset + n as u64 - 1);
-                let len = n.to_string();
-                let resp = self.send_upload(
-                    Method::PATCH,
-                    &loc,
-                    &[
-                        ("Content-Type", "application/octet-stream"),
-                        ("Content-Range", &range),
-                        ("Content-Length", &len),
-                    ],
-                    &mut ReqBody::Bytes(buf.into()),
-                    &scopes,
-                    n as u64,
-                )?;
-                let resp = self.expect(Method::PATCH, &loc, resp, &[201, 202, 204], &what)?;
-                loc = self.next_location(&loc, &resp)?;
+                loc = self.patch_chunk(&loc, offset, buf.into(), &scopes, &what)?;
                 offset += n as u64;
             }
             ReqBody::Empty
