@@ -180,6 +180,18 @@ impl UploadSource {
     }
 }
 
+/// Checks the digest a registry reports for a blob upload it committed.
+fn check_committed(resp: &Response, digest: &str, what: &str) -> Result<()> {
+    match header_str(resp.headers(), "docker-content-digest") {
+        Some(d) if d != digest => Err(Error::DigestMismatch {
+            what: what.to_string(),
+            expected: digest.to_string(),
+            actual: d.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// A status by which a registry refuses an upload session (unknown or invalid session,
 /// range not satisfiable, digest of the bytes received wrong): a client that still has
 /// every byte can start a new session.
@@ -1651,15 +1663,7 @@ impl Client {
                     .and_then(|r| self.expect(Method::PUT, &loc, r, &[200, 201, 202, 204], &what));
                 match put {
                     Ok(resp) => {
-                        if let Some(d) = header_str(resp.headers(), "docker-content-digest") {
-                            if d != digest {
-                                return Err(Error::DigestMismatch {
-                                    what,
-                                    expected: digest.to_string(),
-                                    actual: d.to_string(),
-                                });
-                            }
-                        }
+                        check_committed(&resp, digest, &what)?;
                         return Ok(BlobPush::Uploaded);
                     }
                     // The commit may have happened with its answer lost.
@@ -1847,16 +1851,7 @@ impl Client {
         // registry may need time in proportion to the size.
         let resp = self.send_upload(Method::PUT, &loc, headers, &mut body, &scopes, size)?;
         let resp = self.expect(Method::PUT, &loc, resp, &[200, 201, 202, 204], &what)?;
-        if let Some(d) = header_str(resp.headers(), "docker-content-digest") {
-            if d != digest {
-                return Err(Error::DigestMismatch {
-                    what,
-                    expected: digest.to_string(),
-                    actual: d.to_string(),
-                });
-            }
-        }
-        Ok(())
+        check_committed(&resp, digest, &what)
     }
 
     /// Cross-repository mount of `digest` from `from_repo` into `repo` (same registry).
