@@ -65,16 +65,6 @@ fn uncompressed(p: &Path) -> Vec<u8> {
     v
 }
 
-fn fsck(image: &Path) {
-    let o = Command::new("fsck.erofs").arg(image).output().unwrap();
-    assert!(
-        o.status.success(),
-        "fsck.erofs failed: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
 fn run(tag: &str) {
     let Some(layout) = corpus() else { return };
     if !have_erofs_utils() {

@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::process::Command;
 
 use common::*;
 use obd_erofs::reader::{load_tree, Image};
@@ -350,16 +349,6 @@ fn check_mount(image: &std::path::Path, dev: &RawImage, what: &str) {
             .collect();
         assert_eq!(got, want, "{what}: kernel mount differs");
     });
-}
-
-fn fsck(image: &std::path::Path) {
-    let o = Command::new("fsck.erofs").arg(image).output().unwrap();
-    assert!(
-        o.status.success(),
-        "fsck.erofs failed: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
 }
 
 fn run(seed: u64, layers: usize) {

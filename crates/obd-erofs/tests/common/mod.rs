@@ -361,12 +361,10 @@ pub fn build_layers(layers: &[Vec<u8>], mut check: impl FnMut(usize, &Path)) -> 
     }
 }
 
-/// `fsck.erofs --extract` into a fresh directory; panics unless it succeeds.
-pub fn fsck_extract(image: &Path) -> tempfile::TempDir {
-    let out = tempfile::tempdir().unwrap();
-    let target = out.path().join("x");
+/// `fsck.erofs [ARGS] IMAGE`; panics unless it succeeds.
+fn run_fsck(args: &[String], image: &Path) {
     let o = Command::new("fsck.erofs")
-        .arg(format!("--extract={}", target.display()))
+        .args(args)
         .arg(image)
         .output()
         .unwrap();
@@ -376,6 +374,18 @@ pub fn fsck_extract(image: &Path) -> tempfile::TempDir {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+/// `fsck.erofs IMAGE`; panics unless it succeeds.
+pub fn fsck(image: &Path) {
+    run_fsck(&[], image);
+}
+
+/// `fsck.erofs --extract` into a fresh directory; panics unless it succeeds.
+pub fn fsck_extract(image: &Path) -> tempfile::TempDir {
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("x");
+    run_fsck(&[format!("--extract={}", target.display())], image);
     out
 }
 
