@@ -23,7 +23,6 @@ use crate::store::Store;
 pub const MEMORY_BUDGET: u64 = 64 << 20;
 
 /// Progress of one background download, shared with the reader that tails it.
-#[derive(Default)]
 pub struct DlState {
     /// Bytes downloaded so far.
     written: u64,
@@ -34,7 +33,7 @@ pub struct DlState {
     /// `mem`. `None` while nothing went to the file.
     spill_at: Option<u64>,
     /// The prefetch's count of bytes in memory, given back as chunks are read.
-    budget: Option<Arc<AtomicU64>>,
+    budget: Arc<AtomicU64>,
     /// `Some` once the download ended (successfully, or with the error kind and message).
     done: Option<std::result::Result<StageReport, (std::io::ErrorKind, String)>>,
 }
@@ -125,9 +124,7 @@ impl DlState {
             let len = front.len() as u64;
             self.mem.pop_front();
             self.mem_start += len;
-            if let Some(b) = &self.budget {
-                b.fetch_sub(len, Ordering::SeqCst);
-            }
+            self.budget.fetch_sub(len, Ordering::SeqCst);
         }
         Some(n)
     }
@@ -136,9 +133,7 @@ impl DlState {
 impl Drop for DlState {
     fn drop(&mut self) {
         let held: u64 = self.mem.iter().map(|c| c.len() as u64).sum();
-        if let Some(b) = &self.budget {
-            b.fetch_sub(held, Ordering::SeqCst);
-        }
+        self.budget.fetch_sub(held, Ordering::SeqCst);
     }
 }
 
@@ -202,7 +197,6 @@ pub fn prefetch(
     progress: ProgressSink,
     memory_budget: u64,
 ) -> Vec<Download> {
-    let memory = memory_budget > 0;
     let budget = Arc::new(AtomicU64::new(0));
     let dls: Vec<Download> = jobs
         .iter()
@@ -211,8 +205,8 @@ pub fn prefetch(
                 written: 0,
                 mem: VecDeque::new(),
                 mem_start: 0,
-                spill_at: (!memory).then_some(0),
-                budget: Some(budget.clone()),
+                spill_at: None,
+                budget: budget.clone(),
                 done: None,
             };
             Arc::new((Mutex::new(st), Condvar::new()))
@@ -239,37 +233,36 @@ pub fn prefetch(
                 let mut rd = src
                     .fetch_blob(&job.digest)
                     .map_err(|e| std::io::Error::new(io_kind(&e), e.to_string()))?;
-                let mut f: Option<File> = None;
+                // The file, once bytes go there (all of them from then on).
+                let mut f = if memory_budget == 0 {
+                    Some(File::create(&job.path)?)
+                } else {
+                    None
+                };
                 let mut buf = vec![0u8; 1 << 20];
                 let mut total = 0u64;
                 loop {
                     let n = rd.read(&mut buf)?;
                     if n == 0 {
-                        if f.is_none() && !memory {
-                            File::create(&job.path)?;
-                        }
                         return Ok(total);
                     }
-                    let spilled = lock.lock().unwrap_or_else(|p| p.into_inner()).spill_at;
-                    let in_mem = spilled.is_none()
+                    let to_mem = f.is_none()
                         && budget.fetch_add(n as u64, Ordering::SeqCst) + n as u64 <= memory_budget;
-                    if in_mem {
-                        let mut st = lock.lock().unwrap_or_else(|p| p.into_inner());
-                        st.mem.push_back(buf[..n].to_vec());
-                        st.written += n as u64;
-                    } else {
-                        if spilled.is_none() {
-                            budget.fetch_sub(n as u64, Ordering::SeqCst);
-                        }
-                        if f.is_none() {
-                            f = Some(File::create(&job.path)?);
-                        }
-                        let file = f.as_ref().expect("created above");
-                        std::os::unix::fs::FileExt::write_all_at(file, &buf[..n], total)?;
-                        let mut st = lock.lock().unwrap_or_else(|p| p.into_inner());
-                        st.spill_at.get_or_insert(total);
-                        st.written += n as u64;
+                    if !to_mem && f.is_none() {
+                        budget.fetch_sub(n as u64, Ordering::SeqCst);
+                        f = Some(File::create(&job.path)?);
                     }
+                    if let Some(file) = &f {
+                        std::os::unix::fs::FileExt::write_all_at(file, &buf[..n], total)?;
+                    }
+                    let mut st = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    if to_mem {
+                        st.mem.push_back(buf[..n].to_vec());
+                    } else {
+                        st.spill_at.get_or_insert(total);
+                    }
+                    st.written += n as u64;
+                    drop(st);
                     total += n as u64;
                     cv.notify_all();
                     progress.advance(&job.layer, Stage::Download, n as u64);
@@ -333,20 +326,12 @@ mod tests {
             .collect()
     }
 
+    /// Blobs of 1 MiB, 1.5 MiB, nothing and 12345 bytes, each with its own byte pattern.
     fn blobs() -> Vec<Vec<u8>> {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        [1 << 20, 3 << 19, 0, 12345]
+        [1usize << 20, 3 << 19, 0, 12345]
             .iter()
-            .map(|&n| {
-                (0..n)
-                    .map(|_| {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        x as u8
-                    })
-                    .collect()
-            })
+            .enumerate()
+            .map(|(k, &n)| (0..n).map(|i| ((i * 131 + k * 17) % 251) as u8).collect())
             .collect()
     }
 
@@ -373,7 +358,7 @@ mod tests {
                     assert_eq!(std::fs::read(p).unwrap(), *want, "the file holds the blob");
                 }
             }
-            let left = dls[0].0.lock().unwrap().budget.clone().unwrap();
+            let left = dls[0].0.lock().unwrap().budget.clone();
             assert_eq!(left.load(Ordering::SeqCst), 0, "budget {budget}");
         }
     }
