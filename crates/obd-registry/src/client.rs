@@ -1560,10 +1560,7 @@ impl Client {
         size: u64,
     ) -> Result<BlobPush> {
         if let Some(chunk) = self.opts.chunk_size.filter(|c| *c > 0 && *c < size) {
-            validate_repository(repo)?;
-            validate_digest(digest)?;
-            if self.head_blob(repo, digest)?.is_some() {
-                debug!(repo, digest, "blob already present");
+            if self.already_present(repo, digest)? {
                 return Ok(BlobPush::AlreadyExists);
             }
             return self.upload_file_chunked(repo, path, digest, size, chunk);
@@ -1721,8 +1718,8 @@ impl Client {
         let resp = self.send(Method::GET, loc, &[], &mut ReqBody::Empty, scopes)?;
         let resp = self.expect(Method::GET, loc, resp, &[204], "upload status")?;
         let next = self.next_location(loc, &resp)?;
-        // `Range: 0-<last byte>`; an empty upload says `0-0` too (then 0 is safe to assume:
-        // the caller refuses to go back before what was confirmed).
+        // `Range: 0-<last byte>`; an empty upload says `0-0` too, read as 0 (a registry
+        // holding one byte then refuses the next chunk's range, and the upload starts over).
         let held = match header_str(resp.headers(), "range").and_then(|r| r.split_once('-')) {
             Some((_, end)) => match end.trim().parse::<u64>() {
                 Ok(0) => 0,
@@ -1734,6 +1731,17 @@ impl Client {
         Ok((next, held))
     }
 
+    /// Checks the names, then whether the registry has the blob already (`HEAD`).
+    fn already_present(&self, repo: &str, digest: &str) -> Result<bool> {
+        validate_repository(repo)?;
+        validate_digest(digest)?;
+        let present = self.head_blob(repo, digest)?.is_some();
+        if present {
+            debug!(repo, digest, "blob already present");
+        }
+        Ok(present)
+    }
+
     fn push_blob_source(
         &self,
         repo: &str,
@@ -1741,10 +1749,7 @@ impl Client {
         size: u64,
         mut source: UploadSource,
     ) -> Result<BlobPush> {
-        validate_repository(repo)?;
-        validate_digest(digest)?;
-        if self.head_blob(repo, digest)?.is_some() {
-            debug!(repo, digest, "blob already present");
+        if self.already_present(repo, digest)? {
             return Ok(BlobPush::AlreadyExists);
         }
         let mut attempt = 0u32;
