@@ -122,8 +122,8 @@ impl Stack {
     /// Reads `buf.len()` bytes at `off` of a device whose writable upper (not part of this
     /// stack) maps the sectors in `upper_index`: those come from `read_upper`, the gaps from
     /// these lowers, and anything beyond the lowers (which may be smaller, or empty) reads
-    /// as zeros. Used by [`super::WarpStack`] and [`super::StreamStack`].
-    pub(crate) fn read_under(
+    /// as zeros.
+    fn read_under(
         &self,
         upper_index: &super::index::Index0,
         buf: &mut [u8],
@@ -160,6 +160,61 @@ impl Stack {
             }
         }
         Ok(())
+    }
+}
+
+/// A writable upper layer kept apart from a [`Stack`] of committed lowers: it says which
+/// sectors it maps, and reads back what it holds of them.
+pub trait MappedUpper: ReadAt + WriteAt {
+    fn index(&self) -> &index::Index0;
+    fn virtual_size(&self) -> u64;
+}
+
+/// Committed lowers (a [`Stack`] without upper) under a writable upper of another kind
+/// ([`super::WarpStack`], [`super::StreamStack`]): sectors the upper maps come from it, the
+/// rest from the lowers. Writes go to the upper.
+pub struct UpperStack<U> {
+    pub lowers: Stack,
+    pub upper: U,
+}
+
+impl<U: MappedUpper> UpperStack<U> {
+    /// `lowers` must not have an upper of its own.
+    pub fn new(lowers: Stack, upper: U) -> Self {
+        UpperStack { lowers, upper }
+    }
+
+    pub fn into_upper(self) -> U {
+        self.upper
+    }
+}
+
+impl<U: MappedUpper> ReadAt for UpperStack<U> {
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
+        let n = clamp(buf.len(), off, self.size());
+        self.lowers
+            .read_under(self.upper.index(), &mut buf[..n], off, |dst, at| {
+                self.upper.read_exact_at(dst, at)
+            })?;
+        Ok(n)
+    }
+    fn size(&self) -> u64 {
+        self.upper.virtual_size()
+    }
+}
+
+impl<U: MappedUpper> WriteAt for UpperStack<U> {
+    fn write_at(&mut self, buf: &[u8], off: u64) -> io::Result<()> {
+        self.upper.write_at(buf, off)
+    }
+    fn write_bulk_at(&mut self, buf: &[u8], off: u64) -> io::Result<()> {
+        self.upper.write_bulk_at(buf, off)
+    }
+    fn discard(&mut self, off: u64, len: u64) -> io::Result<()> {
+        self.upper.discard(off, len)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.upper.flush()
     }
 }
 

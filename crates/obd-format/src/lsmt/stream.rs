@@ -37,7 +37,7 @@ use super::index::{self, Index0};
 use super::ro::{clamp, read_through, LsmtRo};
 use super::rw::RwKind;
 use super::segment::Segment;
-use super::stack::Stack;
+use super::stack::{MappedUpper, UpperStack};
 use super::{MAX_IO_SECTORS, MAX_LENGTH, SECTOR};
 use crate::error::{FormatError, Result};
 use crate::io::{FileSource, ReadAt, WriteAt};
@@ -434,45 +434,16 @@ impl WriteAt for StreamLayer {
     }
 }
 
-/// The device a streamed layer is built on: committed lowers (a [`Stack`] without upper)
+/// The device a streamed layer is built on: committed lowers (a [`Stack`](super::Stack) without upper)
 /// under a [`StreamLayer`].
-pub struct StreamStack {
-    pub lowers: Stack,
-    pub upper: StreamLayer,
-}
+pub type StreamStack = UpperStack<StreamLayer>;
 
-impl StreamStack {
-    pub fn new(lowers: Stack, upper: StreamLayer) -> Self {
-        StreamStack { lowers, upper }
+impl MappedUpper for StreamLayer {
+    fn index(&self) -> &Index0 {
+        StreamLayer::index(self)
     }
-    pub fn into_upper(self) -> StreamLayer {
-        self.upper
-    }
-}
-
-impl ReadAt for StreamStack {
-    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
-        let n = clamp(buf.len(), off, self.size());
-        self.lowers
-            .read_under(self.upper.index(), &mut buf[..n], off, |dst, at| {
-                self.upper.read_exact_at(dst, at)
-            })?;
-        Ok(n)
-    }
-    fn size(&self) -> u64 {
-        self.upper.virtual_size()
-    }
-}
-
-impl WriteAt for StreamStack {
-    fn write_at(&mut self, buf: &[u8], off: u64) -> io::Result<()> {
-        self.upper.write_at(buf, off)
-    }
-    fn write_bulk_at(&mut self, buf: &[u8], off: u64) -> io::Result<()> {
-        self.upper.write_bulk_at(buf, off)
-    }
-    fn discard(&mut self, off: u64, len: u64) -> io::Result<()> {
-        self.upper.discard(off, len)
+    fn virtual_size(&self) -> u64 {
+        StreamLayer::virtual_size(self)
     }
 }
 
