@@ -91,7 +91,8 @@ fn ts(t: crate::reader::Timestamp) -> Timestamp {
     }
 }
 
-/// Applies a layer stream (plain, gzip or zstd: detected by magic).
+/// Applies a layer stream (plain, gzip or zstd: detected by magic). Decompression and the
+/// diff ID's hash run on a thread of their own, a few chunks ahead of the tar applier.
 pub fn apply_layer<D: BlockDevice>(
     fs: &mut Ext4<D>,
     stream: impl Read + Send,
@@ -103,9 +104,53 @@ pub fn apply_layer<D: BlockDevice>(
         hash: sha2::Sha256::new(),
         bytes: 0,
     };
-    let mut stats = apply_tar(fs, &mut h)?;
-    // Whatever follows the end-of-archive blocks is part of the diff ID too.
-    io::copy(&mut h, &mut io::sink())?;
+    let (applied, hashed) = std::thread::scope(|sc| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(AHEAD_DEPTH);
+        let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let h = &mut h;
+        let producer = sc.spawn(move || -> bool {
+            loop {
+                let mut buf = back_rx.try_recv().unwrap_or_default();
+                buf.resize(AHEAD_CHUNK, 0);
+                let res = read_full(h, &mut buf);
+                let (msg, last) = match res {
+                    Ok(n) => {
+                        buf.truncate(n);
+                        (Ok(buf), n == 0)
+                    }
+                    Err(e) => (Err(e), true),
+                };
+                // Whatever follows the end-of-archive blocks is part of the diff ID too, so
+                // the stream is read to its end even when the applier is done with it.
+                if tx.send(msg).is_err() {
+                    return false;
+                }
+                if last {
+                    return true;
+                }
+            }
+        });
+        let mut rd = Chunks {
+            rx,
+            back: back_tx,
+            cur: Vec::new(),
+            pos: 0,
+            done: false,
+        };
+        let applied = apply_tar(fs, &mut rd).and_then(|st| {
+            io::copy(&mut rd, &mut io::sink())?;
+            Ok(st)
+        });
+        drop(rd);
+        let hashed = producer.join().unwrap_or(false);
+        (applied, hashed)
+    });
+    let mut stats = applied?;
+    if !hashed {
+        return Err(ApplyError::Io(io::Error::other(
+            "the decompression thread stopped early",
+        )));
+    }
     stats.tar_bytes = h.bytes;
     stats.diff_id = format!("sha256:{}", hex::encode(h.hash.finalize()));
     stats.compression = Some(match c {
@@ -114,6 +159,69 @@ pub fn apply_layer<D: BlockDevice>(
         Compression::Zstd => "zstd",
     });
     Ok(stats)
+}
+
+/// Chunk size and depth of the decompression read-ahead.
+const AHEAD_CHUNK: usize = 1 << 20;
+const AHEAD_DEPTH: usize = 4;
+
+/// Fills `buf` from `r` unless the stream ends first; returns the bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// The applier's side of the read-ahead: chunks in order, an empty one at the end; spent
+/// buffers go back to the producer.
+struct Chunks {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    back: std::sync::mpsc::Sender<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl Read for Chunks {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Ok(b)) => {
+                    self.done = b.is_empty();
+                    let spent = std::mem::replace(&mut self.cur, b);
+                    if spent.capacity() > 0 {
+                        let _ = self.back.send(spent);
+                    }
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.done = true;
+                    return Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "the decompression thread stopped",
+                    ));
+                }
+            }
+        }
+        let n = out.len().min(self.cur.len() - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 /// Reads the stored data of a member, expanding sparse maps into zeros.
