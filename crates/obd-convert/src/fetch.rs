@@ -1,6 +1,6 @@
 //! Background downloads of layer blobs, at most N at once, in layer order, each readable
-//! ([`TailReader`]) while it is still arriving. Bytes wait in memory while the downloads'
-//! shared budget ([`MEMORY_BUDGET`]) allows, else in a file of the work directory; what the
+//! ([`TailReader`]) while it is still arriving. Bytes wait in memory while the conversion's
+//! [`Budget`] allows, else in a file of the work directory; what the
 //! reader has read is freed either way. The store verifies digests while streaming; a
 //! failed download fails its reader.
 
@@ -8,19 +8,14 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use crate::error::ConvertError;
+use crate::memory::Budget;
 use crate::progress::{LayerId, ProgressSink, Stage};
 use crate::report::StageReport;
 use crate::store::Store;
-
-/// Bytes of downloaded, not yet read blob data that one [`prefetch`] keeps in memory;
-/// beyond it, downloads go on into their files. A layer being applied is read about as
-/// fast as it arrives, so this mostly holds the layers downloaded ahead of their turn.
-pub const MEMORY_BUDGET: u64 = 64 << 20;
 
 /// Progress of one background download, shared with the reader that tails it.
 pub struct DlState {
@@ -32,8 +27,8 @@ pub struct DlState {
     /// From this offset on, bytes are in the file (at their own offsets); before it, in
     /// `mem`. `None` while nothing went to the file.
     spill_at: Option<u64>,
-    /// The prefetch's count of bytes in memory, given back as chunks are read.
-    budget: Arc<AtomicU64>,
+    /// The conversion's budget, given back as chunks are read.
+    budget: Budget,
     /// `Some` once the download ended (successfully, or with the error kind and message).
     done: Option<std::result::Result<StageReport, (std::io::ErrorKind, String)>>,
 }
@@ -124,7 +119,7 @@ impl DlState {
             let len = front.len() as u64;
             self.mem.pop_front();
             self.mem_start += len;
-            self.budget.fetch_sub(len, Ordering::SeqCst);
+            self.budget.give(len);
         }
         Some(n)
     }
@@ -133,7 +128,7 @@ impl DlState {
 impl Drop for DlState {
     fn drop(&mut self) {
         let held: u64 = self.mem.iter().map(|c| c.len() as u64).sum();
-        self.budget.fetch_sub(held, Ordering::SeqCst);
+        self.budget.give(held);
     }
 }
 
@@ -187,17 +182,17 @@ fn io_kind(e: &ConvertError) -> std::io::ErrorKind {
 }
 
 /// Starts background downloads of `jobs` from `src`, at most `concurrency` at once, in
-/// order. Returns one [`Download`] per job. Up to `memory_budget` unread bytes wait in
-/// memory (normally [`MEMORY_BUDGET`]); with 0, every byte goes to the job's file, which
-/// then holds the whole blob (to push it again, or for `--reserve`).
+/// order. Returns one [`Download`] per job. Unread bytes wait in memory while `budget`
+/// allows (a layer being applied is read about as fast as it arrives, so this mostly holds
+/// the layers downloaded ahead of their turn); with a zero budget every byte goes to the
+/// job's file, which then holds the whole blob (to push it again, or for `--reserve`).
 pub fn prefetch(
     src: Arc<dyn Store>,
     jobs: Vec<Job>,
     concurrency: usize,
     progress: ProgressSink,
-    memory_budget: u64,
+    budget: Budget,
 ) -> Vec<Download> {
-    let budget = Arc::new(AtomicU64::new(0));
     let dls: Vec<Download> = jobs
         .iter()
         .map(|_| {
@@ -234,7 +229,7 @@ pub fn prefetch(
                     .fetch_blob(&job.digest)
                     .map_err(|e| std::io::Error::new(io_kind(&e), e.to_string()))?;
                 // The file, once bytes go there (all of them from then on).
-                let mut f = if memory_budget == 0 {
+                let mut f = if budget.limit() == 0 {
                     Some(File::create(&job.path)?)
                 } else {
                     None
@@ -246,10 +241,8 @@ pub fn prefetch(
                     if n == 0 {
                         return Ok(total);
                     }
-                    let to_mem = f.is_none()
-                        && budget.fetch_add(n as u64, Ordering::SeqCst) + n as u64 <= memory_budget;
+                    let to_mem = f.is_none() && budget.try_take(n as u64);
                     if !to_mem && f.is_none() {
-                        budget.fetch_sub(n as u64, Ordering::SeqCst);
                         f = Some(File::create(&job.path)?);
                     }
                     if let Some(file) = &f {
@@ -301,6 +294,7 @@ pub fn download_to(src: &dyn Store, digest: &str, path: &Path) -> crate::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory::MEMORY_BUDGET;
     use crate::store::OciLayout;
 
     fn layout_with(dir: &Path, blobs: &[Vec<u8>]) -> Vec<Job> {
@@ -345,7 +339,8 @@ mod tests {
             let jobs = layout_with(t.path(), &b);
             let paths: Vec<PathBuf> = jobs.iter().map(|j| j.path.clone()).collect();
             let src: Arc<dyn Store> = Arc::new(OciLayout::open(t.path(), false).unwrap());
-            let dls = prefetch(src, jobs, 3, ProgressSink::default(), budget);
+            let mem = Budget::new(budget);
+            let dls = prefetch(src, jobs, 3, ProgressSink::default(), mem.clone());
             for ((dl, want), p) in dls.iter().zip(&b).zip(&paths) {
                 let mut got = Vec::new();
                 TailReader::new(p.clone(), dl.clone())
@@ -358,8 +353,8 @@ mod tests {
                     assert_eq!(std::fs::read(p).unwrap(), *want, "the file holds the blob");
                 }
             }
-            let left = dls[0].0.lock().unwrap().budget.clone();
-            assert_eq!(left.load(Ordering::SeqCst), 0, "budget {budget}");
+            drop(dls);
+            assert_eq!(mem.used(), 0, "budget {budget}");
         }
     }
 
@@ -378,7 +373,14 @@ mod tests {
         std::fs::write(bad, bytes).unwrap();
         let p = jobs[0].path.clone();
         let src: Arc<dyn Store> = Arc::new(OciLayout::open(t.path(), false).unwrap());
-        let dl = prefetch(src, jobs, 1, ProgressSink::default(), MEMORY_BUDGET).remove(0);
+        let dl = prefetch(
+            src,
+            jobs,
+            1,
+            ProgressSink::default(),
+            Budget::new(MEMORY_BUDGET),
+        )
+        .remove(0);
         let e = TailReader::new(p, dl.clone())
             .read_to_end(&mut Vec::new())
             .unwrap_err();

@@ -7,6 +7,7 @@
 //! * [`registry_store`]: the [`store::Store`] of a repository in a registry.
 //! * [`native`]: the native overlaybd engine for one manifest (layers → LSMT/ext4 blobs).
 //! * [`fetch`], [`upload`]: background downloads (readable while they arrive) and pushes.
+//! * [`memory`]: the conversion's memory budget, and outputs that stay in memory within it.
 //! * [`dedup`]: reuse of earlier conversions ([`dedup::Dedup`]).
 //! * [`progress`], [`report`]: progress events per layer and stage; the JSON report.
 //! * [`turbo`]: the TurboOCIv1 engine (fs metadata pointing into the original layers).
@@ -22,6 +23,7 @@ pub mod digest;
 pub mod error;
 pub mod fetch;
 pub mod image;
+pub mod memory;
 pub mod native;
 pub mod progress;
 pub mod registry_store;

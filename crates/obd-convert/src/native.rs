@@ -9,8 +9,7 @@
 //! next layers are applied, then deleted. Then the config (only `rootfs.diff_ids` changed)
 //! and the manifest are pushed; the tag is set by the caller's request last.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,6 +27,7 @@ use crate::digest::{self, sha256_file};
 use crate::error::{ConvertError, Result};
 use crate::fetch::{self, Job, TailReader};
 use crate::image::{self, Flavor};
+use crate::memory::{Budget, Output, SpillFile, MEMORY_BUDGET};
 use crate::progress::{CountingReader, LayerId, ProgressSink, Stage};
 use crate::report::StageReport;
 pub use crate::report::{LayerReport, ManifestReport};
@@ -124,12 +124,12 @@ impl Run {
     }
 }
 
-/// Hashes a finished layer output and queues its upload; the file is removed once it is
-/// in the store (unless `--reserve`), and the layer's dedup row is kept for after the
-/// manifest push.
+/// Hashes a finished layer output and queues its upload; the output is freed once it is
+/// in the store (a file is kept with `--reserve`), and the layer's dedup row is kept for
+/// after the manifest push.
 #[allow(clippy::too_many_arguments)]
 fn hash_and_queue(
-    commit: PathBuf,
+    commit: Output,
     started: Instant,
     id: LayerId,
     chain: String,
@@ -138,8 +138,12 @@ fn hash_and_queue(
     rows: Arc<std::sync::Mutex<Vec<(String, Reuse)>>>,
     remove: bool,
 ) -> Result<(String, u64, StageReport)> {
-    let (d, size) =
-        sha256_file(&commit).map_err(|e| ConvertError::io("hashing the committed layer", e))?;
+    let (d, size) = match &commit {
+        Output::File(p) => {
+            sha256_file(p).map_err(|e| ConvertError::io("hashing the committed layer", e))?
+        }
+        Output::Memory(m) => (digest::sha256(m.bytes()), m.bytes().len() as u64),
+    };
     let st = StageReport {
         seconds: started.elapsed().as_secs_f64(),
         bytes: size,
@@ -149,19 +153,19 @@ fn hash_and_queue(
         digest: d.clone(),
         size,
     };
-    let path = commit.clone();
+    let path = commit.path().map(Path::to_path_buf);
     if let Some(q) = queue {
         let _ = q.send(Push {
             layer: Some(id),
-            path: commit,
+            blob: commit,
             digest: d.clone(),
             size,
             then: Some(Box::new(move || {
                 rows.lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .push((chain, out));
-                if remove {
-                    let _ = std::fs::remove_file(&path);
+                if let Some(p) = path.filter(|_| remove) {
+                    let _ = std::fs::remove_file(p);
                 }
             })),
         });
@@ -350,7 +354,7 @@ pub fn convert_manifest(
         };
         run.uploader.send(Push {
             layer: None,
-            path: p,
+            blob: Output::File(p),
             digest: out.digest.clone(),
             size: out.size,
             then: None,
@@ -365,6 +369,15 @@ pub fn convert_manifest(
         64 << 30
     };
     let remote = !src.is_local();
+    // Downloaded-ahead layers and finished outputs share one memory budget; with
+    // `--reserve` everything goes to (and stays in) the work directory.
+    let budget = Budget::new(if opts.reserve { 0 } else { MEMORY_BUDGET });
+    // Outputs for a local target go to files, which the layout takes without a copy.
+    let out_budget = if dst.is_local() {
+        Budget::new(0)
+    } else {
+        budget.clone()
+    };
     // Background downloads of the source layers that must be converted.
     let mut downloads: Vec<Option<fetch::Download>> = vec![None; n];
     if remote {
@@ -385,11 +398,7 @@ pub fn convert_manifest(
             jobs,
             opts.download_concurrency,
             opts.progress.clone(),
-            if opts.reserve {
-                0
-            } else {
-                fetch::MEMORY_BUDGET
-            },
+            budget.clone(),
         );
         for (i, dl) in todo.into_iter().zip(dls) {
             downloads[i] = Some(dl);
@@ -448,18 +457,17 @@ pub fn convert_manifest(
         };
         run.reports[i].uuid = copts.uuid.map(|u| u.to_string()).unwrap_or_default();
         // The layer commits while it is written: file data streams through the ZFile
-        // compressor (on its own thread) into `commit`; metadata waits in `meta`, which
-        // later layers stack on once this one is finished.
-        let commit = ldir.join("overlaybd.commit");
+        // compressor (on its own thread) into `commit` (in memory while the budget allows,
+        // else the file); metadata waits in `meta`, which later layers stack on once this
+        // one is finished.
+        let commit = SpillFile::new(ldir.join("overlaybd.commit"), out_budget.clone());
         let meta = ldir.join("metadata");
-        let out = File::create(&commit)
-            .map_err(|e| ConvertError::io(format!("creating {}", commit.display()), e))?;
         let wrap = Wrapping {
             zfile: Some(opts.zfile),
             tar: true,
             overwrite_header: true,
         };
-        let upper = StreamLayer::create(out, wrap, false, &meta, kind, copts)?;
+        let upper = StreamLayer::create(commit.clone(), wrap, false, &meta, kind, copts)?;
         let stack = StreamStack::new(Stack::new(run.lowers.clone(), None)?, upper);
         opts.progress
             .start(id, Stage::Apply, Some(source.layers[i].1));
@@ -521,6 +529,9 @@ pub fn convert_manifest(
         opts.progress.start(id, Stage::Commit, None);
         let finished = upper.finish(&ldir.join("metadata.view"))?;
         run.lowers.push(Arc::new(finished.meta_view()?));
+        let commit = commit
+            .finish()
+            .map_err(|e| ConvertError::io("finishing the committed layer", e))?;
         let (queue, rows, progress) = (
             run.uploader.sender(),
             run.uploaded_rows.clone(),

@@ -117,6 +117,13 @@ impl Store for RegistryStore {
         Ok(())
     }
 
+    fn push_blob_bytes(&self, bytes: &bytes::Bytes, digest: &str) -> Result<()> {
+        self.client
+            .push_blob_shared(&self.repo, digest, bytes.clone())
+            .map_err(map_err)?;
+        Ok(())
+    }
+
     fn push_manifest(&self, bytes: &[u8], media_type: &str) -> Result<String> {
         let d = crate::digest::sha256(bytes);
         let pushed = self

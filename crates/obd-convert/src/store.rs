@@ -52,6 +52,8 @@ pub trait Store: Send + Sync {
     fn has_blob(&self, digest: &str) -> Result<Option<u64>>;
     /// Stores the file at `path` as blob `digest` (of `size` bytes).
     fn push_blob(&self, path: &Path, digest: &str, size: u64) -> Result<()>;
+    /// Stores bytes held in memory as blob `digest`.
+    fn push_blob_bytes(&self, bytes: &bytes::Bytes, digest: &str) -> Result<()>;
     /// Stores a manifest or index by digest; returns the digest.
     fn push_manifest(&self, bytes: &[u8], media_type: &str) -> Result<String>;
     /// Points `tag` at a manifest already pushed.
@@ -275,6 +277,14 @@ impl Store for OciLayout {
             })?;
         }
         std::fs::rename(&tmp, &dst).map_err(|e| ConvertError::io(format!("storing blob {d}"), e))
+    }
+
+    fn push_blob_bytes(&self, bytes: &bytes::Bytes, d: &str) -> Result<()> {
+        let dst = self.blob_path(d)?;
+        if std::fs::metadata(&dst).is_ok_and(|m| m.len() == bytes.len() as u64) {
+            return Ok(());
+        }
+        write_atomic(&dst, bytes)
     }
 
     fn push_manifest(&self, bytes: &[u8], _media_type: &str) -> Result<String> {

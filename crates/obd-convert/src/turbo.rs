@@ -31,6 +31,7 @@ use crate::digest::{HashReader, HashWriter};
 use crate::error::{ConvertError, Result};
 use crate::fetch::{self, Job, TailReader};
 use crate::image;
+use crate::memory::{Budget, Output, MEMORY_BUDGET};
 use crate::native::{finish_manifest, read_source, ManifestParts, NativeOptions};
 use crate::progress::{CountingReader, LayerId, Stage};
 use crate::report::{LayerReport, ManifestReport, StageReport};
@@ -166,11 +167,11 @@ pub fn convert_manifest(
             opts.download_concurrency,
             opts.progress.clone(),
             // Blobs pushed again to the target are kept whole in their files.
-            if copy_sources || opts.reserve {
+            Budget::new(if copy_sources || opts.reserve {
                 0
             } else {
-                fetch::MEMORY_BUDGET
-            },
+                MEMORY_BUDGET
+            }),
         )
         .into_iter()
         .map(Some)
@@ -198,7 +199,7 @@ pub fn convert_manifest(
         let d = baselayer::RAW_DIGEST.to_string();
         uploader.send(Push {
             layer: None,
-            path: raw,
+            blob: Output::File(raw),
             digest: d.clone(),
             size,
             then: None,
@@ -388,7 +389,7 @@ pub fn convert_manifest(
             }
             uploader.send(Push {
                 layer: None,
-                path: p,
+                blob: Output::File(p),
                 digest: ldigest.clone(),
                 size: *lsize,
                 then: None,
@@ -401,7 +402,7 @@ pub fn convert_manifest(
         }
         uploader.send(Push {
             layer: Some(id.clone()),
-            path: blob.clone(),
+            blob: Output::File(blob.clone()),
             digest: d.clone(),
             size,
             then: None,

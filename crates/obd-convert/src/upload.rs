@@ -3,12 +3,12 @@
 //! stops the rest. After each successful push a callback runs (the dedup database writes
 //! its row there: never before the blob is in the registry).
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 
 use crate::error::{ConvertError, Result};
+use crate::memory::Output;
 use crate::progress::{LayerId, ProgressSink, Stage};
 use crate::report::StageReport;
 use crate::store::Store;
@@ -16,7 +16,8 @@ use crate::store::Store;
 /// One blob to push.
 pub struct Push {
     pub layer: Option<LayerId>,
-    pub path: PathBuf,
+    /// The blob: a file, or bytes in memory (freed once pushed).
+    pub blob: Output,
     pub digest: String,
     pub size: u64,
     /// Runs after the blob is in the store.
@@ -110,7 +111,10 @@ fn push_one(dst: &dyn Store, progress: &ProgressSink, done: &Uploaded, p: Push) 
     if let Some(l) = &p.layer {
         progress.start(l, Stage::Upload, Some(p.size));
     }
-    dst.push_blob(&p.path, &p.digest, p.size)?;
+    match &p.blob {
+        Output::File(path) => dst.push_blob(path, &p.digest, p.size)?,
+        Output::Memory(m) => dst.push_blob_bytes(m.bytes(), &p.digest)?,
+    }
     let s = StageReport {
         seconds: t.elapsed().as_secs_f64(),
         bytes: p.size,
@@ -123,7 +127,9 @@ fn push_one(dst: &dyn Store, progress: &ProgressSink, done: &Uploaded, p: Push) 
     done.lock()
         .unwrap_or_else(|e| e.into_inner())
         .push((p.digest.clone(), s));
-    if let Some(f) = p.then {
+    let Push { blob, then, .. } = p;
+    drop(blob);
+    if let Some(f) = then {
         f();
     }
     Ok(())

@@ -2,7 +2,7 @@
 //! (the tar wraps the ZFile, which wraps the LSMT bytes).
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{self, BufWriter, Seek, Write};
 
 use crate::error::{FormatError, Result};
 use crate::tarwrap::TarWrapWriter;
@@ -20,6 +20,27 @@ pub struct Wrapping {
     pub overwrite_header: bool,
 }
 
+/// Where a blob's bytes go: a file, or any seekable writer (the ZFile and tar headers are
+/// rewritten at the end).
+pub trait Sink: Write + Seek + Send {
+    /// Makes what was written durable; nothing to do unless it is a file.
+    fn sync(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Sink for File {
+    fn sync(&mut self) -> io::Result<()> {
+        self.sync_all()
+    }
+}
+
+impl<S: Sink + ?Sized> Sink for Box<S> {
+    fn sync(&mut self) -> io::Result<()> {
+        (**self).sync()
+    }
+}
+
 /// Runs `body` with a writer whose bytes end up in `file`, wrapped as asked. Returns what
 /// `body` returned and, when compressed, the ZFile summary.
 pub fn write_wrapped<T>(
@@ -30,10 +51,10 @@ pub fn write_wrapped<T>(
     write_wrapped_with(file, wrap, true, body)
 }
 
-/// [`write_wrapped`], with the final `fsync` only when `sync` (a work-directory file that is
-/// uploaded and deleted does not need to be durable).
-pub fn write_wrapped_with<T>(
-    file: File,
+/// [`write_wrapped`] into any [`Sink`], made durable at the end only when `sync` (a
+/// work-directory file that is uploaded and deleted does not need to be).
+pub fn write_wrapped_with<S: Sink, T>(
+    file: S,
     wrap: Wrapping,
     sync: bool,
     body: impl FnOnce(&mut dyn Write) -> Result<T>,
@@ -52,14 +73,14 @@ pub fn write_wrapped_with<T>(
     }
 }
 
-fn finish_file(sink: BufWriter<File>, sync: bool) -> Result<()> {
-    let f = sink
+fn finish_file<S: Sink>(sink: BufWriter<S>, sync: bool) -> Result<()> {
+    let mut f = sink
         .into_inner()
         .map_err(|e| FormatError::io("flushing the output", e.into_error()))?;
     if !sync {
         return Ok(());
     }
-    f.sync_all()
+    f.sync()
         .map_err(|e| FormatError::io("syncing the output", e))
 }
 

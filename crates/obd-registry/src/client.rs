@@ -164,6 +164,8 @@ type Opener = Box<dyn Fn() -> io::Result<Box<dyn Read + Send>> + Send + Sync>;
 enum UploadSource {
     Once(Option<Box<dyn Read + Send>>),
     Reopen(Opener),
+    /// Bytes in memory: one `PUT` with the whole blob as a single buffer.
+    Shared(bytes::Bytes),
 }
 
 impl UploadSource {
@@ -173,10 +175,11 @@ impl UploadSource {
                 Error::Protocol("upload stream already consumed; cannot retry".into())
             }),
             UploadSource::Reopen(f) => Ok(f()?),
+            UploadSource::Shared(b) => Ok(Box::new(io::Cursor::new(b.clone()))),
         }
     }
     fn rewindable(&self) -> bool {
-        matches!(self, UploadSource::Reopen(_))
+        matches!(self, UploadSource::Reopen(_) | UploadSource::Shared(_))
     }
 }
 
@@ -1549,6 +1552,19 @@ impl Client {
         Ok((digest, r))
     }
 
+    /// Push bytes the caller holds in memory, whose digest it knows (the registry checks
+    /// it): `HEAD` first, then one `PUT` of the whole buffer, restarted after transient
+    /// failures.
+    pub fn push_blob_shared(
+        &self,
+        repo: &str,
+        digest: &str,
+        data: bytes::Bytes,
+    ) -> Result<BlobPush> {
+        let size = data.len() as u64;
+        self.push_blob_source(repo, digest, size, UploadSource::Shared(data))
+    }
+
     /// Push a file whose digest and size the caller already knows (the registry checks the
     /// digest when the upload completes). The file is reopened to restart the upload after a
     /// transient failure.
@@ -1821,14 +1837,15 @@ impl Client {
         let (_, loc) = self.start_upload(repo, "", &scopes)?;
         let mut loc =
             loc.ok_or_else(|| Error::Protocol("upload POST returned no Location".into()))?;
-        let reader = source.open()?;
-        let mut reader = ExactReader {
-            inner: reader,
-            remaining: size,
-        };
-        let chunk = self.opts.chunk_size.filter(|c| *c > 0 && *c < size);
         let what = format!("blob {digest}");
-        let final_body = if let Some(chunk) = chunk {
+        let chunk = self.opts.chunk_size.filter(|c| *c > 0 && *c < size);
+        let final_body = if let UploadSource::Shared(b) = source {
+            ReqBody::Bytes(b.clone())
+        } else if let Some(chunk) = chunk {
+            let mut reader = ExactReader {
+                inner: source.open()?,
+                remaining: size,
+            };
             let mut offset = 0u64;
             while offset < size {
                 let mut buf = vec![0u8; chunk.min(size - offset) as usize];
@@ -1842,6 +1859,10 @@ impl Client {
             }
             ReqBody::Empty
         } else {
+            let reader = ExactReader {
+                inner: source.open()?,
+                remaining: size,
+            };
             ReqBody::Stream(Some((Box::new(reader), size)))
         };
         loc.query_pairs_mut().append_pair("digest", digest);

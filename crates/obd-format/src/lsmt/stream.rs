@@ -106,8 +106,8 @@ impl StreamLayer {
     /// Starts a layer of `opts.virtual_size` bytes whose committed form is written to `out`
     /// (wrapped as `wrap` says; `sync` makes the output durable at the end) and whose
     /// metadata goes to the new file `meta_path` until [`StreamLayer::finish`].
-    pub fn create(
-        out: File,
+    pub fn create<S: crate::output::Sink + 'static>(
+        out: S,
         wrap: Wrapping,
         sync: bool,
         meta_path: &Path,
