@@ -55,6 +55,9 @@ pub struct NativeOptions {
     pub dump_manifest: bool,
     /// Concurrent layer downloads from remote stores.
     pub download_concurrency: usize,
+    /// Bytes that downloaded-ahead layers and finished outputs waiting for their upload
+    /// may hold in memory (see [`crate::memory`]); `--reserve` makes it 0.
+    pub memory_budget: u64,
     /// Where progress events go.
     pub progress: ProgressSink,
 }
@@ -72,6 +75,7 @@ impl Default for NativeOptions {
             no_upload: false,
             dump_manifest: false,
             download_concurrency: 3,
+            memory_budget: MEMORY_BUDGET,
             progress: ProgressSink::default(),
         }
     }
@@ -371,7 +375,7 @@ pub fn convert_manifest(
     let remote = !src.is_local();
     // Downloaded-ahead layers and finished outputs share one memory budget; with
     // `--reserve` everything goes to (and stays in) the work directory.
-    let budget = Budget::new(if opts.reserve { 0 } else { MEMORY_BUDGET });
+    let budget = Budget::new(if opts.reserve { 0 } else { opts.memory_budget });
     // Outputs for a local target go to files, which the layout takes without a copy.
     let out_budget = if dst.is_local() {
         Budget::new(0)

@@ -31,7 +31,7 @@ use crate::digest::{HashReader, HashWriter};
 use crate::error::{ConvertError, Result};
 use crate::fetch::{self, Job, TailReader};
 use crate::image;
-use crate::memory::{Budget, Output, MEMORY_BUDGET};
+use crate::memory::{Budget, Output};
 use crate::native::{finish_manifest, read_source, ManifestParts, NativeOptions};
 use crate::progress::{CountingReader, LayerId, Stage};
 use crate::report::{LayerReport, ManifestReport, StageReport};
@@ -170,7 +170,7 @@ pub fn convert_manifest(
             Budget::new(if copy_sources || opts.reserve {
                 0
             } else {
-                MEMORY_BUDGET
+                opts.memory_budget
             }),
         )
         .into_iter()

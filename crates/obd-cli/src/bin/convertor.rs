@@ -121,6 +121,10 @@ struct Args {
     /// no progress bars, even on a terminal (log lines instead)
     #[arg(long = "no-progress")]
     no_progress: bool,
+    /// MiB of memory per converted manifest where downloaded-ahead layers and finished
+    /// layers waiting for their upload stay instead of the work dir (0: all in the work dir)
+    #[arg(long = "memory-budget", default_value_t = obd_convert::memory::MEMORY_BUDGET >> 20)]
+    memory_budget: u64,
 }
 
 fn main() {
@@ -276,6 +280,7 @@ fn run(a: Args, progress: Arc<dyn Progress>) -> Result<()> {
             no_upload: a.no_upload,
             dump_manifest: a.dump_manifest,
             download_concurrency: 3,
+            memory_budget: a.memory_budget.saturating_mul(1 << 20),
             progress: ProgressSink(progress),
         },
         work_dir: run_dir.clone(),
