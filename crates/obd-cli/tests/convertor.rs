@@ -107,6 +107,25 @@ fn convert_in(kind: RegistryKind) {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let (m, _) = manifest_json(&c, "lib/hello", "amd64-obd");
     assert_eq!(check_manifest(&c, "lib/hello", &m, false, dir.path()), 1);
+    if kind == RegistryKind::Plain {
+        // Outputs that waited in memory and outputs that waited in files are the same bytes.
+        let o = conv(
+            &reg,
+            &[
+                "-r",
+                &repo,
+                "-i",
+                "amd64",
+                "-o",
+                "amd64-files",
+                "--memory-budget",
+                "0",
+            ],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let (f, _) = manifest_json(&c, "lib/hello", "amd64-files");
+        assert_eq!(f, m, "the memory budget changes nothing in the image");
+    }
 }
 
 #[test]
