@@ -20,7 +20,7 @@ use std::io::{self, Read};
 use obd_ext4::{Attrs, Ext4, FileKind, Timestamp, ROOT_INO};
 use obd_format::io::BlockDevice;
 
-use crate::decompress::{decompress, Compression};
+use crate::decompress::{decompress, read_ahead, Compression};
 use crate::path;
 use crate::reader::{Entry, EntryKind, TarError, TarReader};
 
@@ -104,46 +104,11 @@ pub fn apply_layer<D: BlockDevice>(
         hash: sha2::Sha256::new(),
         bytes: 0,
     };
-    let (applied, hashed) = std::thread::scope(|sc| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(AHEAD_DEPTH);
-        let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<u8>>();
-        let h = &mut h;
-        let producer = sc.spawn(move || -> bool {
-            loop {
-                let mut buf = back_rx.try_recv().unwrap_or_default();
-                buf.resize(AHEAD_CHUNK, 0);
-                let res = read_full(h, &mut buf);
-                let (msg, last) = match res {
-                    Ok(n) => {
-                        buf.truncate(n);
-                        (Ok(buf), n == 0)
-                    }
-                    Err(e) => (Err(e), true),
-                };
-                // Whatever follows the end-of-archive blocks is part of the diff ID too, so
-                // the stream is read to its end even when the applier is done with it.
-                if tx.send(msg).is_err() {
-                    return false;
-                }
-                if last {
-                    return true;
-                }
-            }
-        });
-        let mut rd = Chunks {
-            rx,
-            back: back_tx,
-            cur: Vec::new(),
-            pos: 0,
-            done: false,
-        };
-        let applied = apply_tar(fs, &mut rd).and_then(|st| {
-            io::copy(&mut rd, &mut io::sink())?;
-            Ok(st)
-        });
-        drop(rd);
-        let hashed = producer.join().unwrap_or(false);
-        (applied, hashed)
+    let (applied, hashed) = read_ahead(&mut h, |rd| {
+        // Whatever follows the end-of-archive blocks is part of the diff ID too.
+        let st = apply_tar(fs, &mut *rd)?;
+        io::copy(rd, &mut io::sink())?;
+        Ok::<_, ApplyError>(st)
     });
     let mut stats = applied?;
     if !hashed {
@@ -159,69 +124,6 @@ pub fn apply_layer<D: BlockDevice>(
         Compression::Zstd => "zstd",
     });
     Ok(stats)
-}
-
-/// Chunk size and depth of the decompression read-ahead.
-const AHEAD_CHUNK: usize = 1 << 20;
-const AHEAD_DEPTH: usize = 4;
-
-/// Fills `buf` from `r` unless the stream ends first; returns the bytes read.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
-/// The applier's side of the read-ahead: chunks in order, an empty one at the end; spent
-/// buffers go back to the producer.
-struct Chunks {
-    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
-    back: std::sync::mpsc::Sender<Vec<u8>>,
-    cur: Vec<u8>,
-    pos: usize,
-    done: bool,
-}
-
-impl Read for Chunks {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.cur.len() {
-            if self.done {
-                return Ok(0);
-            }
-            match self.rx.recv() {
-                Ok(Ok(b)) => {
-                    self.done = b.is_empty();
-                    let spent = std::mem::replace(&mut self.cur, b);
-                    if spent.capacity() > 0 {
-                        let _ = self.back.send(spent);
-                    }
-                    self.pos = 0;
-                }
-                Ok(Err(e)) => {
-                    self.done = true;
-                    return Err(e);
-                }
-                Err(_) => {
-                    self.done = true;
-                    return Err(io::Error::new(
-                        io::ErrorKind::BrokenPipe,
-                        "the decompression thread stopped",
-                    ));
-                }
-            }
-        }
-        let n = out.len().min(self.cur.len() - self.pos);
-        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
 }
 
 /// Reads the stored data of a member, expanding sparse maps into zeros.

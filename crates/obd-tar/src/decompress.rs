@@ -38,55 +38,63 @@ pub fn decompress<'a, R: Read + Send + 'a>(
     Ok((c, out))
 }
 
-/// Reads `r` on a separate thread, `chunk` bytes at a time, keeping up to `depth` chunks
-/// ahead of the consumer: decompression then runs in parallel with whatever consumes it.
-pub struct ReadAhead {
+/// Chunk size and depth of [`read_ahead`].
+const AHEAD_CHUNK: u64 = 1 << 20;
+const AHEAD_DEPTH: usize = 4;
+
+/// Reads `r` to its end on a scoped thread of its own, 1 MiB at a time and a few chunks
+/// ahead, while `consume` reads the same bytes from the [`Chunks`] it is given: whatever
+/// `r` does (decompressing, hashing) runs in parallel with the consumer. Returns what
+/// `consume` returned, and whether the thread reached the end of `r` (not when `consume`
+/// stopped reading early or `r` failed).
+pub fn read_ahead<R: Read + Send, T>(
+    r: &mut R,
+    consume: impl FnOnce(&mut Chunks) -> T,
+) -> (T, bool) {
+    std::thread::scope(|sc| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(AHEAD_DEPTH);
+        let (back, back_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let producer = sc.spawn(move || -> bool {
+            loop {
+                let mut buf = back_rx.try_recv().unwrap_or_default();
+                buf.clear();
+                let (msg, last) = match (&mut *r).take(AHEAD_CHUNK).read_to_end(&mut buf) {
+                    Ok(n) => (Ok(buf), n == 0),
+                    Err(e) => (Err(e), true),
+                };
+                let failed = msg.is_err();
+                if tx.send(msg).is_err() || failed {
+                    return false;
+                }
+                if last {
+                    return true;
+                }
+            }
+        });
+        let mut chunks = Chunks {
+            rx,
+            back,
+            cur: Vec::new(),
+            pos: 0,
+            done: false,
+        };
+        let out = consume(&mut chunks);
+        drop(chunks);
+        (out, producer.join().unwrap_or(false))
+    })
+}
+
+/// The consumer's side of [`read_ahead`]: the chunks in order (an empty one marks the end);
+/// spent buffers go back to the reading thread.
+pub struct Chunks {
     rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    back: std::sync::mpsc::Sender<Vec<u8>>,
     cur: Vec<u8>,
     pos: usize,
     done: bool,
 }
 
-impl ReadAhead {
-    pub fn new<R: Read + Send + 'static>(mut r: R, chunk: usize, depth: usize) -> Self {
-        let (tx, rx) = std::sync::mpsc::sync_channel(depth);
-        std::thread::spawn(move || loop {
-            let mut buf = vec![0u8; chunk];
-            let mut n = 0;
-            let res = loop {
-                match r.read(&mut buf[n..]) {
-                    Ok(0) => break Ok(()),
-                    Ok(k) => {
-                        n += k;
-                        if n == buf.len() {
-                            break Ok(());
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => break Err(e),
-                }
-            };
-            buf.truncate(n);
-            let end = n == 0;
-            let msg = match res {
-                Ok(()) => Ok(buf),
-                Err(e) => Err(e),
-            };
-            let failed = msg.is_err();
-            if tx.send(msg).is_err() || end || failed {
-                break;
-            }
-        });
-        ReadAhead {
-            rx,
-            cur: Vec::new(),
-            pos: 0,
-            done: false,
-        }
-    }
-}
-
-impl Read for ReadAhead {
+impl Read for Chunks {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         while self.pos == self.cur.len() {
             if self.done {
@@ -94,10 +102,11 @@ impl Read for ReadAhead {
             }
             match self.rx.recv() {
                 Ok(Ok(b)) => {
-                    if b.is_empty() {
-                        self.done = true;
+                    self.done = b.is_empty();
+                    let spent = std::mem::replace(&mut self.cur, b);
+                    if spent.capacity() > 0 {
+                        let _ = self.back.send(spent);
                     }
-                    self.cur = b;
                     self.pos = 0;
                 }
                 Ok(Err(e)) => {
@@ -117,5 +126,54 @@ impl Read for ReadAhead {
         out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every byte arrives in order whatever the reads' sizes; an error of the source
+    /// reaches the consumer; a consumer that stops early stops the thread.
+    #[test]
+    fn read_ahead_passes_bytes_errors_and_early_stops() {
+        let data: Vec<u8> = (0..(3 << 20) + 12345).map(|i| (i % 251) as u8).collect();
+        let mut src = &data[..];
+        let (got, whole) = read_ahead(&mut src, |c| {
+            let mut v = Vec::new();
+            let mut b = vec![0u8; 7777];
+            loop {
+                let n = c.read(&mut b).unwrap();
+                if n == 0 {
+                    break v;
+                }
+                v.extend_from_slice(&b[..n]);
+            }
+        });
+        assert!(whole);
+        assert!(got == data);
+
+        struct Failing(usize);
+        impl Read for Failing {
+            fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "corrupt"));
+                }
+                let n = b.len().min(self.0);
+                b[..n].fill(7);
+                self.0 -= n;
+                Ok(n)
+            }
+        }
+        let (e, whole) = read_ahead(&mut Failing(5 << 20), |c| {
+            io::copy(c, &mut io::sink()).unwrap_err()
+        });
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(!whole);
+
+        let mut endless = io::repeat(1);
+        let (n, whole) = read_ahead(&mut endless, |c| c.read(&mut [0u8; 10]).unwrap());
+        assert_eq!(n, 10);
+        assert!(!whole, "the thread stops once the consumer is gone");
     }
 }
