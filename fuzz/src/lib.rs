@@ -2,103 +2,17 @@
 //! device, a compact encoding of ext4 images as fuzz inputs, a bounded tree walk, and the
 //! fixed gzip blob that `gzindex_parse` reads through.
 
-use std::collections::HashMap;
 use std::io::{self, Write};
 use std::sync::OnceLock;
 
 use obd_ext4::{Attrs, Ext4, FileKind, MkfsOptions, Timestamp, ROOT_INO};
-use obd_format::io::{ReadAt, WriteAt};
+use obd_format::io::WriteAt;
 
 /// Block size of the in-memory device.
 pub const BS: u64 = 4096;
 
-/// A sparse in-memory device of whole 4 KiB blocks that reads zeros where nothing was
-/// written.
-#[derive(Clone)]
-pub struct Mem {
-    size: u64,
-    blocks: HashMap<u64, Vec<u8>>,
-}
-
-impl Mem {
-    pub fn new(size: u64) -> Self {
-        Mem {
-            size,
-            blocks: HashMap::new(),
-        }
-    }
-
-    /// The written blocks, sorted by block number.
-    pub fn blocks(&self) -> Vec<(u64, &[u8])> {
-        let mut v: Vec<(u64, &[u8])> = self.blocks.iter().map(|(k, b)| (*k, &b[..])).collect();
-        v.sort_by_key(|(k, _)| *k);
-        v
-    }
-}
-
-impl ReadAt for Mem {
-    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
-        if off >= self.size {
-            return Ok(0);
-        }
-        let n = buf.len().min((self.size - off) as usize);
-        let mut done = 0;
-        while done < n {
-            let p = off + done as u64;
-            let i = (p % BS) as usize;
-            let take = (BS as usize - i).min(n - done);
-            match self.blocks.get(&(p / BS)) {
-                Some(b) => buf[done..done + take].copy_from_slice(&b[i..i + take]),
-                None => buf[done..done + take].fill(0),
-            }
-            done += take;
-        }
-        Ok(n)
-    }
-    fn size(&self) -> u64 {
-        self.size
-    }
-}
-
-impl WriteAt for Mem {
-    fn write_at(&mut self, buf: &[u8], off: u64) -> io::Result<()> {
-        if off
-            .checked_add(buf.len() as u64)
-            .is_none_or(|e| e > self.size)
-        {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "past end"));
-        }
-        let mut done = 0;
-        while done < buf.len() {
-            let p = off + done as u64;
-            let i = (p % BS) as usize;
-            let take = (BS as usize - i).min(buf.len() - done);
-            let b = self
-                .blocks
-                .entry(p / BS)
-                .or_insert_with(|| vec![0; BS as usize]);
-            b[i..i + take].copy_from_slice(&buf[done..done + take]);
-            done += take;
-        }
-        Ok(())
-    }
-    fn discard(&mut self, off: u64, len: u64) -> io::Result<()> {
-        // Whole blocks are dropped, partial ones zeroed: cheap for huge discards.
-        let end = off.saturating_add(len).min(self.size);
-        let mut p = off;
-        while p < end {
-            let i = p % BS;
-            let take = (BS - i).min(end - p);
-            if take == BS {
-                self.blocks.remove(&(p / BS));
-            } else if let Some(b) = self.blocks.get_mut(&(p / BS)) {
-                b[i as usize..(i + take) as usize].fill(0);
-            }
-            p += take;
-        }
-        Ok(())
-    }
-}
+/// The in-memory device the targets write through.
+pub type Mem = obd_format::io::MemDevice;
 
 /// Size of the devices the ext4 targets use (16 MiB: block numbers fit in a `u16`).
 pub const DEV_SIZE: u64 = 16 << 20;

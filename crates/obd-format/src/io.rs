@@ -4,6 +4,7 @@
 //! slice in memory, a window into another source (the payload of a tar wrapper), a ZFile
 //! (decompressed view) or an LSMT layer (virtual block device view).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -189,6 +190,99 @@ pub trait WriteAt {
 /// A read-write block device: what filesystem engines write through.
 pub trait BlockDevice: ReadAt + WriteAt {}
 impl<T: ReadAt + WriteAt> BlockDevice for T {}
+
+/// Block size of [`MemDevice`].
+const MEM_BLOCK: u64 = 4096;
+
+/// A sparse in-memory block device of `size` bytes, kept in whole 4 KiB blocks, that reads
+/// zeros where nothing was written: for tests and fuzzing of what writes through a
+/// [`BlockDevice`].
+#[derive(Clone)]
+pub struct MemDevice {
+    size: u64,
+    blocks: HashMap<u64, Vec<u8>>,
+}
+
+impl MemDevice {
+    /// An all-zero device of `size` bytes.
+    pub fn new(size: u64) -> Self {
+        MemDevice {
+            size,
+            blocks: HashMap::new(),
+        }
+    }
+
+    /// The written blocks, sorted by block number.
+    pub fn blocks(&self) -> Vec<(u64, &[u8])> {
+        let mut v: Vec<(u64, &[u8])> = self.blocks.iter().map(|(k, b)| (*k, &b[..])).collect();
+        v.sort_by_key(|(k, _)| *k);
+        v
+    }
+}
+
+impl ReadAt for MemDevice {
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
+        if off >= self.size {
+            return Ok(0);
+        }
+        let n = buf.len().min((self.size - off) as usize);
+        let mut done = 0;
+        while done < n {
+            let p = off + done as u64;
+            let i = (p % MEM_BLOCK) as usize;
+            let take = (MEM_BLOCK as usize - i).min(n - done);
+            match self.blocks.get(&(p / MEM_BLOCK)) {
+                Some(b) => buf[done..done + take].copy_from_slice(&b[i..i + take]),
+                None => buf[done..done + take].fill(0),
+            }
+            done += take;
+        }
+        Ok(n)
+    }
+    fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+impl WriteAt for MemDevice {
+    fn write_at(&mut self, buf: &[u8], off: u64) -> io::Result<()> {
+        if off
+            .checked_add(buf.len() as u64)
+            .is_none_or(|e| e > self.size)
+        {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "past end"));
+        }
+        let mut done = 0;
+        while done < buf.len() {
+            let p = off + done as u64;
+            let i = (p % MEM_BLOCK) as usize;
+            let take = (MEM_BLOCK as usize - i).min(buf.len() - done);
+            let b = self
+                .blocks
+                .entry(p / MEM_BLOCK)
+                .or_insert_with(|| vec![0; MEM_BLOCK as usize]);
+            b[i..i + take].copy_from_slice(&buf[done..done + take]);
+            done += take;
+        }
+        Ok(())
+    }
+    fn discard(&mut self, off: u64, len: u64) -> io::Result<()> {
+        // Whole blocks are dropped, partial ones zeroed: cheap for huge discards.
+        let end = off.saturating_add(len).min(self.size);
+        let mut p = off;
+        while p < end {
+            let i = p % MEM_BLOCK;
+            let take = (MEM_BLOCK - i).min(end - p);
+            if take == MEM_BLOCK {
+                self.blocks.remove(&(p / MEM_BLOCK));
+            } else if let Some(b) = self.blocks.get_mut(&(p / MEM_BLOCK)) {
+                b[i as usize..(i + take) as usize].fill(0);
+            }
+            p += take;
+        }
+        Ok(())
+    }
+}
 
 /// A raw image in a (sparse) regular file of a fixed size. Useful as a plain block device
 /// for tests and for `--raw` style images.
