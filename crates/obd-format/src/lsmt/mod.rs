@@ -12,6 +12,8 @@
 //! * [`stack`]: a virtual block device over lowers (bottom → top) and an optional upper.
 //! * [`warp`]: the TurboOCI warp writable layer (fs-meta image + remote mappings into the
 //!   original tar) and its commit.
+//! * `writable` (private): what the writable layers share: opening their files, the
+//!   append-only index file, and how device writes and discards become index entries.
 
 pub mod commit;
 pub mod header;
@@ -23,6 +25,7 @@ pub mod stack;
 pub mod stream;
 pub mod warp;
 pub mod warp_stack;
+mod writable;
 
 pub use commit::{commit, commit_warp, CommitOptions};
 pub use header::{HeaderTrailer, HT_SPACE};

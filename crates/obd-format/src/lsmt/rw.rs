@@ -8,18 +8,30 @@
 //!   file's allocated extents (`SEEK_DATA`/`SEEK_HOLE`). Discards punch holes and so become
 //!   *unmapped* (lower layers show through), as upstream.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::fs::File;
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::header::{HeaderTrailer, FLAG_DATA, FLAG_HEADER, FLAG_SPARSE, HT_SPACE};
 use super::index::Index0;
 use super::segment::Segment;
-use super::{MAX_IO_SECTORS, MAX_LENGTH, MAX_RW_INDEX_SIZE, SECTOR};
+use super::writable::{
+    check_io, check_virtual_size, io_chunks, open_file, zeroed_runs, FileView, IndexFile,
+    IndexNames,
+};
+use super::{MAX_LENGTH, SECTOR};
 use crate::error::{FormatError, Result};
 use crate::io::{ReadAt, WriteAt};
 use crate::uuid::Uuid;
+
+/// Error wording of an append-only layer's index file.
+const INDEX_NAMES: IndexNames = IndexNames {
+    file: "index file",
+    what: "writable LSMT index file",
+    header: "writing the index header",
+    records: "reading index records",
+};
 
 /// Which writable layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,31 +44,13 @@ pub enum RwKind {
 pub struct RwLayer {
     kind: RwKind,
     data: File,
-    index: Option<BufWriter<File>>,
+    index: Option<IndexFile>,
     index0: Index0,
     /// End of the data file in bytes (append position).
     data_end: u64,
     header: HeaderTrailer,
     /// Tag written into new index records (the number of lowers when stacked).
     record_tag: u8,
-}
-
-fn open_rw(path: &Path, create: bool) -> Result<File> {
-    let mut o = OpenOptions::new();
-    o.read(true).write(true);
-    if create {
-        o.create_new(true);
-    }
-    o.open(path).map_err(|e| {
-        FormatError::io(
-            format!(
-                "{} {}",
-                if create { "creating" } else { "opening" },
-                path.display()
-            ),
-            e,
-        )
-    })
 }
 
 impl RwLayer {
@@ -70,13 +64,9 @@ impl RwLayer {
         uuid: Uuid,
         parent_uuid: Uuid,
     ) -> Result<Self> {
-        if !virtual_size.is_multiple_of(SECTOR) {
-            return Err(FormatError::Invalid(format!(
-                "virtual size {virtual_size} is not a multiple of 512"
-            )));
-        }
-        let data = open_rw(data_path, true)?;
-        let index = open_rw(index_path, true)?;
+        check_virtual_size(virtual_size)?;
+        let data = open_file(data_path, true)?;
+        let index = open_file(index_path, true)?;
         let mut h = HeaderTrailer::new(FLAG_HEADER | FLAG_DATA, virtual_size);
         h.uuid = uuid;
         h.parent_uuid = parent_uuid;
@@ -86,22 +76,14 @@ impl RwLayer {
         data.write_all_at(&h.encode()?, 0)
             .map_err(|e| FormatError::io("writing the data header", e))?;
         let index = match kind {
-            RwKind::Append => {
-                let mut ih = h.clone();
-                ih.flags = FLAG_HEADER;
-                ih.index_offset = HT_SPACE;
-                index
-                    .write_all_at(&ih.encode()?, 0)
-                    .map_err(|e| FormatError::io("writing the index header", e))?;
-                Some(BufWriter::with_capacity(1 << 16, index))
-            }
+            RwKind::Append => Some(IndexFile::create(index, &h, &INDEX_NAMES)?),
             RwKind::Sparse => {
                 data.set_len(HT_SPACE + virtual_size)
                     .map_err(|e| FormatError::io("sizing the sparse data file", e))?;
                 None
             }
         };
-        let mut l = RwLayer {
+        Ok(RwLayer {
             kind,
             data,
             index,
@@ -113,18 +95,12 @@ impl RwLayer {
             },
             header: h,
             record_tag: 0,
-        };
-        if let Some(ix) = &mut l.index {
-            use std::io::Seek;
-            ix.seek(io::SeekFrom::Start(HT_SPACE))
-                .map_err(|e| FormatError::io("index file", e))?;
-        }
-        Ok(l)
+        })
     }
 
     /// Opens an existing writable layer (append-only or sparse, told by the data header).
     pub fn open(data_path: &Path, index_path: &Path) -> Result<Self> {
-        let data = open_rw(data_path, false)?;
+        let data = open_file(data_path, false)?;
         let src = crate::io::FileSource::new(
             data.try_clone()
                 .map_err(|e| FormatError::io("data file", e))?,
@@ -142,13 +118,12 @@ impl RwLayer {
             ));
         }
         let data_end = src.size();
-        let mut index0 = Index0::new();
         if header.is_sparse() {
             let l = RwLayer {
                 kind: RwKind::Sparse,
                 data,
                 index: None,
-                index0,
+                index0: Index0::new(),
                 data_end,
                 header,
                 record_tag: 0,
@@ -157,45 +132,10 @@ impl RwLayer {
             l.rebuild_sparse_index()?;
             return Ok(l);
         }
-        let index = open_rw(index_path, false)?;
-        let isrc = crate::io::FileSource::new(
-            index
-                .try_clone()
-                .map_err(|e| FormatError::io("index file", e))?,
-        )
-        .map_err(|e| FormatError::io("index file", e))?;
-        isrc.read_exact_at(&mut hb, 0).map_err(|e| {
-            FormatError::io(format!("reading the header of {}", index_path.display()), e)
-        })?;
-        let ih = HeaderTrailer::decode(&hb)?;
-        if !ih.is_header() || ih.is_data_file() || ih.is_sealed() || ih.index_offset != HT_SPACE {
-            return Err(FormatError::corrupt(
-                "writable LSMT index file",
-                format!(
-                    "header flags {:#x}, index_offset {}",
-                    ih.flags, ih.index_offset
-                ),
-            ));
-        }
-        let n = (isrc.size() - HT_SPACE) / 16;
-        if n > MAX_RW_INDEX_SIZE {
-            return Err(FormatError::corrupt(
-                "writable LSMT index file",
-                format!("{n} records exceed the limit"),
-            ));
-        }
+        let index = open_file(index_path, false)?;
         let (mb, me) = (HT_SPACE / SECTOR, data_end / SECTOR);
-        let mut chunk = vec![0u8; 16 * 4096];
-        let mut done = 0u64;
-        while done < n {
-            let k = (n - done).min(4096);
-            let bytes = &mut chunk[..(k * 16) as usize];
-            isrc.read_exact_at(bytes, HT_SPACE + done * 16)
-                .map_err(|e| FormatError::io("reading index records", e))?;
-            for (i, mut s) in Segment::decode_all(bytes).into_iter().enumerate() {
-                if s.is_invalid() || s.length == 0 {
-                    continue;
-                }
+        let (index, _, index0) =
+            IndexFile::open(index, index_path, &INDEX_NAMES, |_, n, mut s| {
                 s.tag = 0;
                 if s.length > MAX_LENGTH
                     || s.moffset < mb
@@ -203,28 +143,16 @@ impl RwLayer {
                     || (s.zeroed && s.moffset > me)
                 {
                     return Err(FormatError::corrupt(
-                        "writable LSMT index file",
-                        format!(
-                            "record {} {s:?} is outside the data file ({} bytes)",
-                            done + i as u64,
-                            data_end
-                        ),
+                        INDEX_NAMES.what,
+                        format!("record {n} {s:?} is outside the data file ({data_end} bytes)"),
                     ));
                 }
-                index0.insert(s);
-            }
-            done += k;
-        }
-        let mut w = BufWriter::with_capacity(1 << 16, index);
-        {
-            use std::io::Seek;
-            w.seek(io::SeekFrom::Start(HT_SPACE + n * 16))
-                .map_err(|e| FormatError::io("index file", e))?;
-        }
+                Ok(s)
+            })?;
         Ok(RwLayer {
             kind: RwKind::Append,
             data,
-            index: Some(w),
+            index: Some(index),
             index0,
             data_end,
             header,
@@ -279,7 +207,7 @@ impl RwLayer {
     }
     /// The data file as a source of stored bytes (addressed by `moffset * 512`).
     pub fn data_view(&self) -> impl ReadAt + '_ {
-        RwData(&self.data, self.data_end.max(HT_SPACE))
+        FileView(&self.data, self.data_end.max(HT_SPACE))
     }
 
     /// Compacts this layer into a committed layer written to `out`, wrapped as asked (the
@@ -302,43 +230,21 @@ impl RwLayer {
         self.data
             .write_all_at(&self.header.encode()?, 0)
             .map_err(|e| FormatError::io("data header", e))?;
-        if let Some(ix) = &mut self.index {
-            let mut ih = self.header.clone();
-            ih.flags = FLAG_HEADER;
-            ih.index_offset = HT_SPACE;
-            ix.get_ref()
-                .write_all_at(&ih.encode()?, 0)
-                .map_err(|e| FormatError::io("index header", e))?;
+        if let Some(ix) = &self.index {
+            ix.write_header(&self.header, "index header")?;
         }
         Ok(())
     }
 
+    /// Appends `s` to the index file with this layer's record tag, and maps it as given.
     fn append_record(&mut self, s: Segment) -> io::Result<()> {
-        let mut r = s;
-        r.tag = self.record_tag;
         if let Some(ix) = &mut self.index {
-            ix.write_all(&r.encode())?;
+            ix.append(&Segment {
+                tag: self.record_tag,
+                ..s
+            })?;
         }
         self.index0.insert(s);
-        Ok(())
-    }
-
-    fn check_io(&self, off: u64, len: u64) -> io::Result<()> {
-        if !off.is_multiple_of(SECTOR) || !len.is_multiple_of(SECTOR) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("unaligned LSMT I/O: {len} bytes at {off}"),
-            ));
-        }
-        if off.checked_add(len).is_none_or(|e| e > self.virtual_size()) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "I/O of {len} bytes at {off} past the virtual size {}",
-                    self.virtual_size()
-                ),
-            ));
-        }
         Ok(())
     }
 }
@@ -359,26 +265,10 @@ impl ReadAt for RwLayer {
     }
 }
 
-/// The data file as a `ReadAt` of its current length.
-struct RwData<'a>(&'a File, u64);
-
-impl ReadAt for RwData<'_> {
-    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
-        let n = super::ro::clamp(buf.len(), off, self.1);
-        self.0.read_exact_at(&mut buf[..n], off)?;
-        Ok(n)
-    }
-    fn size(&self) -> u64 {
-        self.1
-    }
-}
-
 impl WriteAt for RwLayer {
     fn write_at(&mut self, buf: &[u8], off: u64) -> io::Result<()> {
-        self.check_io(off, buf.len() as u64)?;
-        let step = (MAX_IO_SECTORS as u64 * SECTOR) as usize;
-        for (i, chunk) in buf.chunks(step).enumerate() {
-            let o = off + (i * step) as u64;
+        check_io(off, buf.len() as u64, self.virtual_size())?;
+        for (o, chunk) in io_chunks(buf, off) {
             match self.kind {
                 RwKind::Append => {
                     let at = self.data_end;
@@ -405,15 +295,12 @@ impl WriteAt for RwLayer {
     }
 
     fn discard(&mut self, off: u64, len: u64) -> io::Result<()> {
-        self.check_io(off, len)?;
-        let (mut s, e) = (off / SECTOR, (off + len) / SECTOR);
+        check_io(off, len, self.virtual_size())?;
+        let (s, e) = (off / SECTOR, (off + len) / SECTOR);
         match self.kind {
             RwKind::Append => {
-                while s < e {
-                    let l = (e - s).min(MAX_LENGTH as u64);
-                    let m = self.data_end / SECTOR;
-                    self.append_record(Segment::zeroed(s, l as u32, m))?;
-                    s += l;
+                for z in zeroed_runs(s, e, self.data_end / SECTOR) {
+                    self.append_record(z)?;
                 }
             }
             RwKind::Sparse => {
@@ -437,13 +324,5 @@ impl WriteAt for RwLayer {
             ix.flush()?;
         }
         Ok(())
-    }
-}
-
-impl Drop for RwLayer {
-    fn drop(&mut self) {
-        if let Some(ix) = &mut self.index {
-            let _ = ix.flush();
-        }
     }
 }

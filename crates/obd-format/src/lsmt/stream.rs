@@ -38,7 +38,8 @@ use super::ro::{clamp, read_through, LsmtRo};
 use super::rw::RwKind;
 use super::segment::Segment;
 use super::stack::{MappedUpper, UpperStack};
-use super::{MAX_IO_SECTORS, MAX_LENGTH, SECTOR};
+use super::writable::{check_io, io_chunks, zeroed_runs};
+use super::SECTOR;
 use crate::error::{FormatError, Result};
 use crate::io::{FileSource, ReadAt, WriteAt};
 use crate::output::Wrapping;
@@ -172,25 +173,6 @@ impl StreamLayer {
     /// The layer's mappings so far (tags: 0 streamed, 1 metadata in the side file).
     pub fn index(&self) -> &Index0 {
         &self.index
-    }
-
-    fn check_io(&self, off: u64, len: u64) -> io::Result<()> {
-        if !off.is_multiple_of(SECTOR) || !len.is_multiple_of(SECTOR) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("unaligned LSMT I/O: {len} bytes at {off}"),
-            ));
-        }
-        if off.checked_add(len).is_none_or(|e| e > self.vsize) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "I/O of {len} bytes at {off} past the virtual size {}",
-                    self.vsize
-                ),
-            ));
-        }
-        Ok(())
     }
 
     /// Appends bytes to the data area (through the writer thread).
@@ -381,10 +363,8 @@ impl ReadAt for StreamLayer {
 
 impl WriteAt for StreamLayer {
     fn write_at(&mut self, buf: &[u8], off: u64) -> io::Result<()> {
-        self.check_io(off, buf.len() as u64)?;
-        let step = (MAX_IO_SECTORS as u64 * SECTOR) as usize;
-        for (i, chunk) in buf.chunks(step).enumerate() {
-            let o = off + (i * step) as u64;
+        check_io(off, buf.len() as u64, self.vsize)?;
+        for (o, chunk) in io_chunks(buf, off) {
             self.meta.write_all_at(chunk, HT_SPACE + o)?;
             self.index.insert(Segment {
                 offset: o / SECTOR,
@@ -398,10 +378,8 @@ impl WriteAt for StreamLayer {
     }
 
     fn write_bulk_at(&mut self, buf: &[u8], off: u64) -> io::Result<()> {
-        self.check_io(off, buf.len() as u64)?;
-        let step = (MAX_IO_SECTORS as u64 * SECTOR) as usize;
-        for (i, chunk) in buf.chunks(step).enumerate() {
-            let o = off + (i * step) as u64;
+        check_io(off, buf.len() as u64, self.vsize)?;
+        for (o, chunk) in io_chunks(buf, off) {
             let at = self.cursor;
             self.append(chunk)?;
             self.index.insert(Segment {
@@ -417,16 +395,13 @@ impl WriteAt for StreamLayer {
     }
 
     fn discard(&mut self, off: u64, len: u64) -> io::Result<()> {
-        self.check_io(off, len)?;
-        let (mut s, e) = (off / SECTOR, (off + len) / SECTOR);
+        check_io(off, len, self.vsize)?;
+        let (s, e) = (off / SECTOR, (off + len) / SECTOR);
         match self.kind {
             RwKind::Sparse => self.index.remove_range(s, e),
             RwKind::Append => {
-                while s < e {
-                    let l = (e - s).min(MAX_LENGTH as u64);
-                    self.index
-                        .insert(Segment::zeroed(s, l as u32, HT_SPACE / SECTOR));
-                    s += l;
+                for z in zeroed_runs(s, e, HT_SPACE / SECTOR) {
+                    self.index.insert(z);
                 }
             }
         }

@@ -15,7 +15,7 @@
 //! not padded) · trailer(0x06)`, which [`super::LsmtRo::open_warp`] reads over the target.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Seek, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -24,7 +24,11 @@ use super::commit::{CommitOptions, CommitStats};
 use super::header::{HeaderTrailer, FLAG_HEADER, HT_SPACE};
 use super::index::Index0;
 use super::segment::Segment;
-use super::{MAX_IO_SECTORS, MAX_LENGTH, MAX_RW_INDEX_SIZE, SECTOR};
+use super::writable::{
+    check_io, check_virtual_size, io_chunks, open_file, zeroed_runs, FileView, IndexFile,
+    IndexNames,
+};
+use super::{MAX_LENGTH, SECTOR};
 use crate::error::{FormatError, Result};
 use crate::io::{ReadAt, WriteAt};
 use crate::uuid::Uuid;
@@ -34,32 +38,22 @@ pub const TAG_FSMETA: u8 = 0;
 /// Tag of entries whose data is in the target file.
 pub const TAG_REMOTE: u8 = 1;
 
+/// Error wording of a warp layer's index file.
+const INDEX_NAMES: IndexNames = IndexNames {
+    file: "warp index file",
+    what: "warp LSMT index file",
+    header: "writing the warp index header",
+    records: "reading warp index records",
+};
+
 /// A writable warp layer: fs-meta image + index file, and optionally the target file (needed
 /// only to read remote ranges back).
 pub struct WarpLayer {
     fsmeta: File,
-    index: BufWriter<File>,
+    index: IndexFile,
     index0: Index0,
     header: HeaderTrailer,
     target: Option<Arc<dyn ReadAt>>,
-}
-
-fn open_file(path: &Path, create: bool) -> Result<File> {
-    let mut o = std::fs::OpenOptions::new();
-    o.read(true).write(true);
-    if create {
-        o.create_new(true);
-    }
-    o.open(path).map_err(|e| {
-        FormatError::io(
-            format!(
-                "{} {}",
-                if create { "creating" } else { "opening" },
-                path.display()
-            ),
-            e,
-        )
-    })
 }
 
 impl WarpLayer {
@@ -72,11 +66,7 @@ impl WarpLayer {
         uuid: Uuid,
         parent_uuid: Uuid,
     ) -> Result<Self> {
-        if !virtual_size.is_multiple_of(SECTOR) {
-            return Err(FormatError::Invalid(format!(
-                "virtual size {virtual_size} is not a multiple of 512"
-            )));
-        }
+        check_virtual_size(virtual_size)?;
         let fsmeta = open_file(fsmeta_path, true)?;
         fsmeta
             .set_len(virtual_size)
@@ -86,15 +76,10 @@ impl WarpLayer {
         h.index_offset = HT_SPACE;
         h.uuid = uuid;
         h.parent_uuid = parent_uuid;
-        index
-            .write_all_at(&h.encode()?, 0)
-            .map_err(|e| FormatError::io("writing the warp index header", e))?;
-        let mut w = BufWriter::with_capacity(1 << 16, index);
-        w.seek(io::SeekFrom::Start(HT_SPACE))
-            .map_err(|e| FormatError::io("warp index file", e))?;
+        let index = IndexFile::create(index, &h, &INDEX_NAMES)?;
         Ok(WarpLayer {
             fsmeta,
-            index: w,
+            index,
             index0: Index0::new(),
             header: h,
             target: None,
@@ -105,66 +90,20 @@ impl WarpLayer {
     pub fn open(fsmeta_path: &Path, index_path: &Path) -> Result<Self> {
         let fsmeta = open_file(fsmeta_path, false)?;
         let index = open_file(index_path, false)?;
-        let isrc = crate::io::FileSource::new(
-            index
-                .try_clone()
-                .map_err(|e| FormatError::io("warp index file", e))?,
-        )
-        .map_err(|e| FormatError::io("warp index file", e))?;
-        let mut hb = vec![0u8; HT_SPACE as usize];
-        isrc.read_exact_at(&mut hb, 0).map_err(|e| {
-            FormatError::io(format!("reading the header of {}", index_path.display()), e)
-        })?;
-        let header = HeaderTrailer::decode(&hb)?;
-        if !header.is_header()
-            || header.is_data_file()
-            || header.is_sealed()
-            || header.index_offset != HT_SPACE
-        {
-            return Err(FormatError::corrupt(
-                "warp LSMT index file",
-                format!(
-                    "header flags {:#x}, index_offset {}",
-                    header.flags, header.index_offset
-                ),
-            ));
-        }
-        let n = (isrc.size() - HT_SPACE) / 16;
-        if n > MAX_RW_INDEX_SIZE {
-            return Err(FormatError::corrupt(
-                "warp LSMT index file",
-                format!("{n} records exceed the limit"),
-            ));
-        }
-        let vsectors = header.virtual_size / SECTOR;
-        let mut index0 = Index0::new();
-        let mut chunk = vec![0u8; 16 * 4096];
-        let mut done = 0u64;
-        while done < n {
-            let k = (n - done).min(4096);
-            let bytes = &mut chunk[..(k * 16) as usize];
-            isrc.read_exact_at(bytes, HT_SPACE + done * 16)
-                .map_err(|e| FormatError::io("reading warp index records", e))?;
-            for (i, s) in Segment::decode_all(bytes).into_iter().enumerate() {
-                if s.is_invalid() || s.length == 0 {
-                    continue;
-                }
+        let (index, header, index0) =
+            IndexFile::open(index, index_path, &INDEX_NAMES, |header, n, s| {
+                let vsectors = header.virtual_size / SECTOR;
                 if s.length > MAX_LENGTH || s.tag > TAG_REMOTE || s.end() > vsectors {
                     return Err(FormatError::corrupt(
-                        "warp LSMT index file",
-                        format!("record {} {s:?} is out of range", done + i as u64),
+                        INDEX_NAMES.what,
+                        format!("record {n} {s:?} is out of range"),
                     ));
                 }
-                index0.insert(s);
-            }
-            done += k;
-        }
-        let mut w = BufWriter::with_capacity(1 << 16, index);
-        w.seek(io::SeekFrom::Start(HT_SPACE + n * 16))
-            .map_err(|e| FormatError::io("warp index file", e))?;
+                Ok(s)
+            })?;
         Ok(WarpLayer {
             fsmeta,
-            index: w,
+            index,
             index0,
             header,
             target: None,
@@ -189,7 +128,7 @@ impl WarpLayer {
     }
     /// The fs-meta image (addressed by `moffset * 512` of tag-0 entries).
     pub fn fsmeta_view(&self) -> impl ReadAt + '_ {
-        FsMeta(&self.fsmeta, self.header.virtual_size)
+        FileView(&self.fsmeta, self.header.virtual_size)
     }
 
     /// Maps `[offset, offset+count)` of the virtual device onto `[roffset, roffset+count)` of
@@ -201,7 +140,7 @@ impl WarpLayer {
                 "remote offset {roffset} is not a multiple of 512"
             )));
         }
-        self.check_io(offset, count)
+        check_io(offset, count, self.virtual_size())
             .map_err(|e| FormatError::Invalid(e.to_string()))?;
         let (mut o, mut r, mut left) = (offset / SECTOR, roffset / SECTOR, count / SECTOR);
         while left > 0 {
@@ -247,28 +186,10 @@ impl WarpLayer {
         crate::output::write_wrapped(out, wrap, |w| super::commit_warp(&segs, &fsmeta, &opts, w))
     }
 
+    /// Appends `s` (tag included) to the index file and maps it.
     fn append_record(&mut self, s: Segment) -> io::Result<()> {
-        self.index.write_all(&s.encode())?;
+        self.index.append(&s)?;
         self.index0.insert(s);
-        Ok(())
-    }
-
-    fn check_io(&self, off: u64, len: u64) -> io::Result<()> {
-        if !off.is_multiple_of(SECTOR) || !len.is_multiple_of(SECTOR) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("unaligned LSMT I/O: {len} bytes at {off}"),
-            ));
-        }
-        if off.checked_add(len).is_none_or(|e| e > self.virtual_size()) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "I/O of {len} bytes at {off} past the virtual size {}",
-                    self.virtual_size()
-                ),
-            ));
-        }
         Ok(())
     }
 }
@@ -276,10 +197,8 @@ impl WarpLayer {
 impl WriteAt for WarpLayer {
     /// A filesystem write: the data goes to the fs-meta image at its LBA.
     fn write_at(&mut self, buf: &[u8], off: u64) -> io::Result<()> {
-        self.check_io(off, buf.len() as u64)?;
-        let step = (MAX_IO_SECTORS as u64 * SECTOR) as usize;
-        for (i, chunk) in buf.chunks(step).enumerate() {
-            let o = off + (i * step) as u64;
+        check_io(off, buf.len() as u64, self.virtual_size())?;
+        for (o, chunk) in io_chunks(buf, off) {
             self.fsmeta.write_all_at(chunk, o)?;
             let s = Segment::new(o / SECTOR, (chunk.len() as u64 / SECTOR) as u32, o / SECTOR);
             self.append_record(s)?;
@@ -289,13 +208,10 @@ impl WriteAt for WarpLayer {
 
     /// Zeroed mappings (tag 0, `moffset` = the fs-meta file's end, as upstream's discard).
     fn discard(&mut self, off: u64, len: u64) -> io::Result<()> {
-        self.check_io(off, len)?;
-        let (mut s, e) = (off / SECTOR, (off + len) / SECTOR);
-        let m = self.virtual_size() / SECTOR;
-        while s < e {
-            let l = (e - s).min(MAX_LENGTH as u64);
-            self.append_record(Segment::zeroed(s, l as u32, m))?;
-            s += l;
+        check_io(off, len, self.virtual_size())?;
+        let (s, e) = (off / SECTOR, (off + len) / SECTOR);
+        for z in zeroed_runs(s, e, self.virtual_size() / SECTOR) {
+            self.append_record(z)?;
         }
         Ok(())
     }
@@ -330,26 +246,6 @@ impl ReadAt for WarpLayer {
     }
     fn size(&self) -> u64 {
         self.virtual_size()
-    }
-}
-
-impl Drop for WarpLayer {
-    fn drop(&mut self) {
-        let _ = self.index.flush();
-    }
-}
-
-/// The fs-meta image as a `ReadAt` of `virtual_size` bytes.
-struct FsMeta<'a>(&'a File, u64);
-
-impl ReadAt for FsMeta<'_> {
-    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
-        let n = super::ro::clamp(buf.len(), off, self.1);
-        self.0.read_exact_at(&mut buf[..n], off)?;
-        Ok(n)
-    }
-    fn size(&self) -> u64 {
-        self.1
     }
 }
 
