@@ -18,16 +18,15 @@ use std::time::Instant;
 
 use obd_ext4::{Ext4, MkfsOptions};
 use obd_format::detect;
-use obd_format::gzindex::GzIndexReader;
+use obd_format::gzindex::GzIndexOptions;
 use obd_format::io::ReadAt;
 use obd_format::lsmt::{CommitOptions, LsmtRo, Stack, WarpLayer, WarpStack};
 use obd_format::output::Wrapping;
 use obd_format::uuid::Uuid;
 use obd_format::zfile::{Algorithm, ZFileOptions};
-use obd_tar::decompress::Compression;
 
 use crate::baselayer;
-use crate::digest::{HashReader, HashWriter};
+use crate::digest::HashWriter;
 use crate::error::{ConvertError, Result};
 use crate::fetch::{self, Job, TailReader};
 use crate::image;
@@ -56,23 +55,6 @@ impl ReadAt for Zeros {
     fn size(&self) -> u64 {
         self.0
     }
-}
-
-/// Reads the first bytes of `r` to tell its compression; returns a reader that replays them.
-fn sniff(mut r: Box<dyn Read + Send>) -> io::Result<(Compression, Box<dyn Read + Send>)> {
-    let mut head = Vec::with_capacity(4);
-    while head.len() < 4 {
-        let mut b = [0u8; 4];
-        let n = r.read(&mut b[..4 - head.len()])?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&b[..n]);
-    }
-    Ok((
-        Compression::detect(&head),
-        Box::new(io::Cursor::new(head).chain(r)),
-    ))
 }
 
 /// Writes `turboOCIv1.tar.gz`: the fs-meta file, the marker and the gzip index, with fixed
@@ -234,98 +216,89 @@ pub fn convert_manifest(
             }
             _ => ConvertError::io(format!("layer {i} ({ldigest})"), e),
         };
-        let (comp, stream) = sniff(Box::new(counted)).map_err(bad)?;
-        if comp == Compression::Zstd {
-            return Err(ConvertError::Unsupported(format!(
-                "layer {i} ({ldigest}) is zstd-compressed; TurboOCIv1 needs gzip or uncompressed layers"
-            )));
-        }
-        let (mut gz, mut raw) = match comp {
-            Compression::Gzip => (Some(GzIndexReader::new(stream)?), None),
-            _ => (None, Some(stream)),
-        };
-        let plain: Box<dyn Read + Send + '_> = match (&mut gz, &mut raw) {
-            (Some(g), _) => Box::new(g),
-            (None, Some(r)) => Box::new(r),
-            (None, None) => unreachable!("one of them is set"),
-        };
-        let mut h = HashReader::new(plain);
         let (fm, fi) = (ldir.join("writable_data"), ldir.join("writable_index"));
         let upper = WarpLayer::create(&fm, &fi, vsize, Uuid::NULL, Uuid::NULL)?;
-        let mut dev = WarpStack::new(Stack::new(lowers.clone(), None)?, upper);
+        let dev = WarpStack::new(Stack::new(lowers.clone(), None)?, upper);
         let map_err = |e: obd_tar::ApplyError| match e {
             obd_tar::ApplyError::Io(ioe) => bad(ioe),
             other => ConvertError::from(other),
         };
-        let entries = if fstype == "erofs" {
-            // EROFS: mappings are collected, then added after the metadata is written (the
-            // data blocks of this layer never overlap its metadata blocks).
-            let mut maps: Vec<(u64, u64, u64)> = Vec::new();
-            let entries = {
-                let mut b = if i == 0 {
-                    let uuid = obd_format::uuid::Uuid::from_chain_id(&source.chain_ids[i])
-                        .unwrap_or_default();
-                    obd_erofs::ErofsBuilder::new_first_layer(&mut dev, uuid.0)
+        // The blob is read once: gzip through the indexer, the tar hashed for its diff ID,
+        // and applied as metadata whose file blocks map into the tar.
+        let applied = obd_tar::read_turbo_layer(
+            counted,
+            GzIndexOptions::default(),
+            |h| -> Result<(u64, WarpStack)> {
+                let mut dev = dev;
+                if fstype == "erofs" {
+                    // EROFS: mappings are collected, then added after the metadata is
+                    // written (the data blocks of this layer never overlap its metadata).
+                    let mut maps: Vec<(u64, u64, u64)> = Vec::new();
+                    let erofs_err =
+                        |e| ConvertError::BadInput(format!("layer {i} ({ldigest}): {e}"));
+                    let entries = {
+                        let mut b = if i == 0 {
+                            let uuid =
+                                Uuid::from_chain_id(&source.chain_ids[i]).unwrap_or_default();
+                            obd_erofs::ErofsBuilder::new_first_layer(&mut dev, uuid.0)
+                        } else {
+                            obd_erofs::ErofsBuilder::open(&mut dev)
+                        }
+                        .map_err(erofs_err)?;
+                        let st = b
+                            .apply_tar(h, &mut |off, len, toff| {
+                                maps.push((off, len, toff));
+                                Ok(())
+                            })
+                            .map_err(erofs_err)?;
+                        b.finish().map_err(erofs_err)?;
+                        st.entries
+                    };
+                    for (off, len, toff) in maps {
+                        dev.upper.remote_data(off, len, toff)?;
+                    }
+                    Ok((entries, dev))
                 } else {
-                    obd_erofs::ErofsBuilder::open(&mut dev)
+                    let mut fs = if i == 0 && opts.mkfs {
+                        Ext4::mkfs(dev, &MkfsOptions::default())?
+                    } else {
+                        Ext4::open(dev)?
+                    };
+                    let stats = obd_tar::apply_tar_remote(
+                        &mut fs,
+                        h,
+                        &mut |d: &mut WarpStack, off, len, toff| {
+                            d.upper
+                                .remote_data(off, len, toff)
+                                .map(|_| ())
+                                .map_err(io::Error::other)
+                        },
+                    )
+                    .map_err(map_err)?;
+                    fs.flush()?;
+                    Ok((stats.entries, fs.into_device()))
                 }
-                .map_err(|e| ConvertError::BadInput(format!("layer {i} ({ldigest}): {e}")))?;
-                let st = b
-                    .apply_tar(&mut h, &mut |off, len, toff| {
-                        maps.push((off, len, toff));
-                        Ok(())
-                    })
-                    .map_err(|e| ConvertError::BadInput(format!("layer {i} ({ldigest}): {e}")))?;
-                b.finish()
-                    .map_err(|e| ConvertError::BadInput(format!("layer {i} ({ldigest}): {e}")))?;
-                st.entries
-            };
-            for (off, len, toff) in maps {
-                dev.upper.remote_data(off, len, toff)?;
+            },
+        );
+        let ((entries, dev), info) = applied.map_err(|e| match e {
+            obd_tar::TurboStreamError::Consumer(c) => c,
+            obd_tar::TurboStreamError::Stream(obd_tar::RemoteApplyError::Unsupported(m)) => {
+                ConvertError::Unsupported(format!("layer {i} ({ldigest}): {m}"))
             }
-            entries
-        } else {
-            let mut fs = if i == 0 && opts.mkfs {
-                Ext4::mkfs(dev, &MkfsOptions::default())?
-            } else {
-                Ext4::open(dev)?
-            };
-            let stats = obd_tar::apply_tar_remote(
-                &mut fs,
-                &mut h,
-                &mut |d: &mut WarpStack, off, len, toff| {
-                    d.upper
-                        .remote_data(off, len, toff)
-                        .map(|_| ())
-                        .map_err(io::Error::other)
-                },
-            )
-            .map_err(map_err)?;
-            fs.flush()?;
-            dev = fs.into_device();
-            stats.entries
-        };
-        io::copy(&mut h, &mut io::sink()).map_err(bad)?;
-        let (diff_id, tar_bytes) = h.finish();
+            obd_tar::TurboStreamError::Stream(obd_tar::RemoteApplyError::Apply(a)) => map_err(a),
+            obd_tar::TurboStreamError::Stream(obd_tar::RemoteApplyError::Index(f)) => {
+                ConvertError::from(f)
+            }
+        })?;
+        let (diff_id, tar_bytes) = (info.diff_id, info.tar_bytes);
         if diff_id != source.diff_ids[i] {
             return Err(ConvertError::BadInput(format!(
                 "layer {i} ({ldigest}) uncompresses to {diff_id}, but the config says diff_id {}",
                 source.diff_ids[i]
             )));
         }
-        let gz_meta = match gz {
-            Some(g) => {
-                let b = g.finish()?;
-                if !b.covers_all() {
-                    return Err(ConvertError::Unsupported(format!(
-                        "layer {i} ({ldigest}) has {} gzip members; TurboOCIv1 indexes only the first",
-                        b.members
-                    )));
-                }
-                Some(b.meta)
-            }
-            None => None,
-        };
+        let gzip = info.gz_index.is_some();
+        let gz_meta = info.gz_index.map(|b| b.meta);
         let upper = dev.into_upper();
         let apply = StageReport {
             seconds: t.elapsed().as_secs_f64(),
@@ -413,7 +386,7 @@ pub fn convert_manifest(
             opts.flavor,
             ldigest,
             lmt,
-            comp == Compression::Gzip,
+            gzip,
             fstype,
         ));
         out_diff_ids.push(tdiff);

@@ -68,10 +68,10 @@ pub struct ApplyStats {
 }
 
 /// Passes bytes through while hashing them.
-struct Hashing<R> {
-    inner: R,
-    hash: sha2::Sha256,
-    bytes: u64,
+pub(crate) struct Hashing<R> {
+    pub(crate) inner: R,
+    pub(crate) hash: sha2::Sha256,
+    pub(crate) bytes: u64,
 }
 
 impl<R: Read> Read for Hashing<R> {

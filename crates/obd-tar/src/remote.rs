@@ -14,7 +14,7 @@ use obd_format::gzindex::{GzIndexBuild, GzIndexOptions, GzIndexReader};
 use obd_format::io::BlockDevice;
 use obd_format::FormatError;
 
-use crate::apply::{apply_tar_remote, ApplyError, ApplyStats, RemoteMap};
+use crate::apply::{apply_tar_remote, ApplyError, ApplyStats, Hashing, RemoteMap};
 use crate::decompress::Compression;
 
 /// Why a metadata-only apply failed.
@@ -39,21 +39,96 @@ pub struct RemoteApplyStats {
     pub gz_index: Option<GzIndexBuild>,
 }
 
-/// Hashes what passes through.
-struct Hashing<R> {
-    inner: R,
-    hash: sha2::Sha256,
-    bytes: u64,
+/// What reading a layer blob for TurboOCI told about it.
+#[derive(Debug)]
+pub struct TurboStream {
+    /// `"gzip"` or `"none"`.
+    pub compression: &'static str,
+    /// Bytes of the uncompressed tar, trailing bytes included.
+    pub tar_bytes: u64,
+    /// `sha256:<hex>` of the uncompressed tar.
+    pub diff_id: String,
+    /// The gzip index of a gzip layer (its `meta` is the `gzip.meta` file), else `None`.
+    pub gz_index: Option<GzIndexBuild>,
 }
 
-impl<R: Read> Read for Hashing<R> {
+/// Why [`read_turbo_layer`] failed: the layer stream itself, or the consumer's error.
+#[derive(Debug)]
+pub enum TurboStreamError<E> {
+    Stream(RemoteApplyError),
+    Consumer(E),
+}
+
+/// The uncompressed side of a layer blob: through the gzip indexer, or as it is.
+enum Plain<R: Read> {
+    Gzip(Box<GzIndexReader<BufReader<R>>>),
+    Tar(BufReader<R>),
+}
+
+impl<R: Read> Read for Plain<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        use sha2::Digest;
-        let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
+        match self {
+            Plain::Gzip(g) => g.read(buf),
+            Plain::Tar(t) => t.read(buf),
+        }
     }
+}
+
+/// Reads the layer blob `stream` (plain tar or gzip) once for TurboOCI: `consume` gets the
+/// uncompressed tar (whatever it leaves unread is read too, so the diff ID covers trailing
+/// bytes); a gzip layer's random-access index is built on the way with `gz_opts`. zstd
+/// layers and gzip streams of several members are refused.
+pub fn read_turbo_layer<T, E>(
+    stream: impl Read,
+    gz_opts: GzIndexOptions,
+    consume: impl FnOnce(&mut dyn Read) -> Result<T, E>,
+) -> Result<(T, TurboStream), TurboStreamError<E>> {
+    use sha2::Digest;
+    let stream_err = |e: RemoteApplyError| TurboStreamError::Stream(e);
+    let io_err = |e: io::Error| stream_err(RemoteApplyError::Apply(ApplyError::Io(e)));
+    let mut br = BufReader::with_capacity(1 << 16, stream);
+    let comp = Compression::detect(br.fill_buf().map_err(io_err)?);
+    let plain = match comp {
+        Compression::Zstd => {
+            return Err(stream_err(RemoteApplyError::Unsupported(
+                "the layer is zstd-compressed; TurboOCI needs gzip or uncompressed layers".into(),
+            )))
+        }
+        Compression::Gzip => Plain::Gzip(Box::new(
+            GzIndexReader::with_options(br, gz_opts)
+                .map_err(|e| stream_err(RemoteApplyError::Index(e)))?,
+        )),
+        Compression::None => Plain::Tar(br),
+    };
+    let mut h = Hashing {
+        inner: plain,
+        hash: sha2::Sha256::new(),
+        bytes: 0,
+    };
+    let out = consume(&mut h).map_err(TurboStreamError::Consumer)?;
+    io::copy(&mut h, &mut io::sink()).map_err(io_err)?;
+    let gz_index = match h.inner {
+        Plain::Gzip(g) => {
+            let b = g
+                .finish()
+                .map_err(|e| stream_err(RemoteApplyError::Index(e)))?;
+            if !b.covers_all() {
+                return Err(stream_err(RemoteApplyError::Unsupported(format!(
+                    "the layer has {} gzip members; TurboOCI indexes only the first",
+                    b.members
+                ))));
+            }
+            Some(b)
+        }
+        Plain::Tar(_) => None,
+    };
+    let info = TurboStream {
+        compression: if gz_index.is_some() { "gzip" } else { "none" },
+        tar_bytes: h.bytes,
+        diff_id: format!("sha256:{}", hex::encode(h.hash.finalize())),
+        gz_index,
+    };
+    Ok((out, info))
 }
 
 /// Applies the layer blob `stream` (plain tar or gzip) onto `fs` metadata only; `remote`
@@ -66,49 +141,16 @@ pub fn apply_layer_remote<D: BlockDevice>(
     gz_opts: GzIndexOptions,
     remote: &mut RemoteMap<'_, D>,
 ) -> Result<RemoteApplyStats, RemoteApplyError> {
-    use sha2::Digest;
-    let mut br = BufReader::with_capacity(1 << 16, stream);
-    let comp = Compression::detect(br.fill_buf().map_err(ApplyError::Io)?);
-    let (stats, tar_bytes, hash, gz_index) = match comp {
-        Compression::Zstd => {
-            return Err(RemoteApplyError::Unsupported(
-                "the layer is zstd-compressed; TurboOCI needs gzip or uncompressed layers".into(),
-            ))
-        }
-        Compression::Gzip => {
-            let mut h = Hashing {
-                inner: GzIndexReader::with_options(br, gz_opts)?,
-                hash: sha2::Sha256::new(),
-                bytes: 0,
-            };
-            let stats = apply_tar_remote(fs, &mut h, remote)?;
-            io::copy(&mut h, &mut io::sink()).map_err(ApplyError::Io)?;
-            let b = h.inner.finish()?;
-            if !b.covers_all() {
-                return Err(RemoteApplyError::Unsupported(format!(
-                    "the layer has {} gzip members; TurboOCI indexes only the first",
-                    b.members
-                )));
-            }
-            (stats, h.bytes, h.hash, Some(b))
-        }
-        Compression::None => {
-            let mut h = Hashing {
-                inner: br,
-                hash: sha2::Sha256::new(),
-                bytes: 0,
-            };
-            let stats = apply_tar_remote(fs, &mut h, remote)?;
-            io::copy(&mut h, &mut io::sink()).map_err(ApplyError::Io)?;
-            (stats, h.bytes, h.hash, None)
-        }
-    };
-    let mut stats = stats;
-    stats.tar_bytes = tar_bytes;
-    stats.diff_id = format!("sha256:{}", hex::encode(hash.finalize()));
-    stats.compression = Some(match comp {
-        Compression::Gzip => "gzip",
-        _ => "none",
-    });
-    Ok(RemoteApplyStats { stats, gz_index })
+    let (mut stats, info) = read_turbo_layer(stream, gz_opts, |r| apply_tar_remote(fs, r, remote))
+        .map_err(|e| match e {
+            TurboStreamError::Stream(s) => s,
+            TurboStreamError::Consumer(a) => RemoteApplyError::Apply(a),
+        })?;
+    stats.tar_bytes = info.tar_bytes;
+    stats.diff_id = info.diff_id;
+    stats.compression = Some(info.compression);
+    Ok(RemoteApplyStats {
+        stats,
+        gz_index: info.gz_index,
+    })
 }
