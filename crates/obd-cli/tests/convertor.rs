@@ -13,23 +13,6 @@ use obd_registry::testutil::{RegistryKind, TestRegistry};
 use obd_registry::Client;
 use serde_json::Value;
 
-fn hello_layout(dir: &Path) -> PathBuf {
-    let dst = dir.join("hello");
-    run_ok(
-        std::process::Command::new("cp")
-            .arg("-r")
-            .arg(testdata().join("upstream/hello-world-layout"))
-            .arg(&dst),
-    );
-    run_ok(
-        std::process::Command::new("chmod")
-            .arg("-R")
-            .arg("u+w")
-            .arg(&dst),
-    );
-    dst
-}
-
 /// Checks one converted manifest: media types, annotations, diff_ids; pulls its layers and
 /// flattens them with `obd export-raw`; `e2fsck -fn` must pass. Returns the layer count.
 fn check_manifest(c: &Client, repo: &str, m: &Value, oci: bool, dir: &Path) -> usize {

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod inject;
 pub mod reg;
 pub mod rel;
 pub mod tree;
@@ -22,6 +23,19 @@ pub fn convertor() -> Command {
 
 pub fn testdata() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata")
+}
+
+/// A writable copy of the upstream hello-world OCI layout at `dir/hello`.
+pub fn hello_layout(dir: &Path) -> PathBuf {
+    let dst = dir.join("hello");
+    run_ok(
+        Command::new("cp")
+            .arg("-r")
+            .arg(testdata().join("upstream/hello-world-layout"))
+            .arg(&dst),
+    );
+    run_ok(Command::new("chmod").arg("-R").arg("u+w").arg(&dst));
+    dst
 }
 
 /// Runs a command, asserting success; returns stdout.
