@@ -12,7 +12,7 @@
 //! * [`progress`], [`report`]: progress events per layer and stage; the JSON report.
 //! * [`turbo`]: the TurboOCIv1 engine (fs metadata pointing into the original layers).
 //! * [`baselayer`]: the upstream `ext4_64` baselayer used by `--mkfs=false`.
-//! * [`convert`]: the top level: resolve the source, walk indexes, convert each platform,
+//! * [`convert`](mod@convert): the top level: resolve the source, walk indexes, convert each platform,
 //!   push, tag.
 
 pub mod baselayer;

@@ -99,7 +99,7 @@ pub enum Error {
     InvalidArgument(String),
 }
 
-/// Result with the crate's [`Error`].
+/// Result with the crate's [`Error`](enum@Error).
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub(crate) fn lossy(name: &[u8]) -> String {

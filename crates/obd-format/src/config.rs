@@ -1,5 +1,5 @@
 //! The overlaybd image config (`config.v1.json`): lowers (bottom → top) and an optional
-//! writable upper, with upstream's JSON names. Opening it yields an [`lsmt::Stack`].
+//! writable upper, with upstream's JSON names. Opening it yields an [`crate::lsmt::Stack`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,4 +1,7 @@
 //! `convertor`: drop-in replacement for the overlaybd userspace image convertor.
+// The flags' doc comments are their `--help` text, worded as upstream's (`user[:password]`
+// is not a link).
+#![allow(rustdoc::broken_intra_doc_links)]
 
 use std::path::PathBuf;
 

@@ -6,7 +6,7 @@
 //!   with overwrite semantics, and the greedy index compression used by commits.
 //! * [`ro`]: the committed read-only layer reader.
 //! * [`rw`]: writable layers (append-only data+index files, or sparse data files).
-//! * [`commit`]: compaction of a layer's mappings into a committed read-only layer.
+//! * [`commit`](mod@commit): compaction of a layer's mappings into a committed read-only layer.
 //! * [`stream`]: a writable layer that commits while it is written (file data streams
 //!   straight into the compressed output; metadata is kept aside for later layers).
 //! * [`stack`]: a virtual block device over lowers (bottom → top) and an optional upper.

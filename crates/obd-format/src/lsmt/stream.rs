@@ -13,7 +13,7 @@
 //!   zeros (nothing reads them), everything else is left to the caller's lowers
 //!   ([`StreamStack`]).
 //!
-//! The output is a committed layer as [`super::commit`] writes it (header 0x07, data, the
+//! The output is a committed layer as [`commit`](fn@super::commit) writes it (header 0x07, data, the
 //! compressed index padded to a multiple of 256 entries, trailer 0x06), except that data
 //! sits in write order rather than LBA order; readers follow `moffset`, so both are valid.
 //! `finish` also copies the metadata, densely and ZFile-compressed, into a small view file and
