@@ -90,8 +90,43 @@ fn dir_size(p: &Path) -> u64 {
     total
 }
 
-/// Runs a command, sampling its peak RSS and the peak disk use of `work`.
-fn measured(mut cmd: Command, work: &Path) -> (f64, u64, u64) {
+/// CPU seconds (user + system) a live process has used, from `/proc/PID/stat`.
+pub fn proc_cpu_secs(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses: utime and
+    // stime are the 12th and 13th, in USER_HZ ticks (100 per second on Linux).
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+/// CPU seconds (user + system) of the children this process has waited for.
+fn children_cpu_secs() -> f64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    getrusage(UsageWho::RUSAGE_CHILDREN)
+        .map(|u| {
+            let tv = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+            tv(u.user_time()) + tv(u.system_time())
+        })
+        .unwrap_or(0.0)
+}
+
+/// Figures of one end-to-end run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct E2e {
+    pub secs: f64,
+    pub rss_kib: u64,
+    pub disk: u64,
+    /// CPU seconds of the convertor.
+    pub cpu: f64,
+    /// CPU seconds of the registry during the run (registry runs only).
+    pub registry_cpu: Option<f64>,
+}
+
+/// Runs a command, sampling its peak RSS and the peak disk use of `work`; also its CPU time.
+fn measured(mut cmd: Command, work: &Path) -> E2e {
+    let cpu0 = children_cpu_secs();
     let t = Instant::now();
     let mut child = cmd.spawn().unwrap();
     let pid = child.id();
@@ -114,11 +149,13 @@ fn measured(mut cmd: Command, work: &Path) -> (f64, u64, u64) {
     done.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
     assert!(st.success(), "{cmd:?} failed");
-    (
+    E2e {
         secs,
-        rss.load(Ordering::Relaxed),
-        disk.load(Ordering::Relaxed),
-    )
+        rss_kib: rss.load(Ordering::Relaxed),
+        disk: disk.load(Ordering::Relaxed),
+        cpu: children_cpu_secs() - cpu0,
+        registry_cpu: None,
+    }
 }
 
 /// Figures of one image, measured in one run.
@@ -132,9 +169,9 @@ pub struct Row {
     pub apply_commit: f64,
     pub apply_commit_rss_kib: u64,
     pub output: u64,
-    /// (seconds, peak RSS KiB, peak work-dir bytes) for layout→layout and registry→registry.
-    pub layout: Option<(f64, u64, u64)>,
-    pub registry: Option<(f64, u64, u64)>,
+    /// The convertor end to end, layout→layout and registry→registry.
+    pub layout: Option<E2e>,
+    pub registry: Option<E2e>,
 }
 
 pub fn run(layout: &Path, tag: &str) {
@@ -146,23 +183,29 @@ pub fn run(layout: &Path, tag: &str) {
 pub fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "| image | layers | in MB (gz) | tar MB | out MB | out/in | lower bound s | apply+commit s | ratio | layout→layout s | ratio | RSS MiB | work MB | registry→registry s | ratio | RSS MiB | work MB |"
+        "| image | layers | in MB (gz) | tar MB | out MB | out/in | lower bound s | apply+commit s | ratio | layout→layout s | ratio | RSS MiB | work MB | CPU s | registry→registry s | ratio | RSS MiB | work MB | CPU s | registry CPU s |"
     );
     println!(
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for r in rows {
-        let e = |x: &Option<(f64, u64, u64)>| match x {
-            Some((s, rss, disk)) => format!(
-                "{s:.2} | {:.2}x | {} | {:.1}",
-                s / r.lower_bound,
-                rss / 1024,
-                *disk as f64 / 1e6
+        let e = |x: &Option<E2e>| match x {
+            Some(m) => format!(
+                "{:.2} | {:.2}x | {} | {:.1} | {:.2}",
+                m.secs,
+                m.secs / r.lower_bound,
+                m.rss_kib / 1024,
+                m.disk as f64 / 1e6,
+                m.cpu
             ),
-            None => "- | - | - | -".into(),
+            None => "- | - | - | - | -".into(),
+        };
+        let reg_cpu = match r.registry.and_then(|m| m.registry_cpu) {
+            Some(c) => format!("{c:.2}"),
+            None => "-".into(),
         };
         println!(
-            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2}x | {} | {} |",
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2}x | {} | {} | {} |",
             r.tag,
             r.layers,
             r.compressed as f64 / 1e6,
@@ -173,7 +216,8 @@ pub fn print_table(rows: &[Row]) {
             r.apply_commit,
             r.apply_commit / r.lower_bound,
             e(&r.layout),
-            e(&r.registry)
+            e(&r.registry),
+            reg_cpu
         );
     }
 }
@@ -305,13 +349,15 @@ pub fn measure(layout: &Path, tag: &str, verbose: bool) -> Row {
         .env("RUST_LOG", "warn")
         .env("OBDCONV_DB_TYPE", "none")
         .stdout(std::process::Stdio::null());
-    let (secs, rss, disk) = measured(c, &work.join("tmp"));
-    row.layout = Some((secs, rss, disk));
+    let lay = measured(c, &work.join("tmp"));
+    row.layout = Some(lay);
     println!(
-        "convertor, OCI layout -> OCI layout: {secs:.2} s = {:.2}x the lower bound; peak RSS {} MiB; peak work-dir disk {:.1} MB",
-        secs / t_lb,
-        rss / 1024,
-        disk as f64 / 1e6
+        "convertor, OCI layout -> OCI layout: {:.2} s = {:.2}x the lower bound; peak RSS {} MiB; peak work-dir disk {:.1} MB; {:.2} CPU s",
+        lay.secs,
+        lay.secs / t_lb,
+        lay.rss_kib / 1024,
+        lay.disk as f64 / 1e6,
+        lay.cpu
     );
     match obd_registry::testutil::TestRegistry::start(obd_registry::testutil::RegistryKind::Plain) {
         Ok(reg) => {
@@ -340,13 +386,18 @@ pub fn measure(layout: &Path, tag: &str, verbose: bool) -> Row {
                 .env("RUST_LOG", "warn")
                 .env("OBDCONV_DB_TYPE", "none")
                 .stdout(std::process::Stdio::null());
-            let (secs, rss, disk) = measured(c, &work.join("tmp2"));
-            row.registry = Some((secs, rss, disk));
+            let reg0 = proc_cpu_secs(reg.pid());
+            let mut e2e = measured(c, &work.join("tmp2"));
+            e2e.registry_cpu = reg0.zip(proc_cpu_secs(reg.pid())).map(|(a, b)| b - a);
+            row.registry = Some(e2e);
             println!(
-                "convertor, local registry -> registry: {secs:.2} s = {:.2}x the lower bound; peak RSS {} MiB; peak work-dir disk {:.1} MB",
-                secs / t_lb,
-                rss / 1024,
-                disk as f64 / 1e6
+                "convertor, local registry -> registry: {:.2} s = {:.2}x the lower bound; peak RSS {} MiB; peak work-dir disk {:.1} MB; {:.2} CPU s, registry {:.2} CPU s",
+                e2e.secs,
+                e2e.secs / t_lb,
+                e2e.rss_kib / 1024,
+                e2e.disk as f64 / 1e6,
+                e2e.cpu,
+                e2e.registry_cpu.unwrap_or(f64::NAN)
             );
         }
         Err(e) => println!("(no local registry: {e})"),

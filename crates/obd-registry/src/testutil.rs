@@ -444,6 +444,11 @@ impl TestRegistry {
     }
 
     /// A client built from [`TestRegistry::options`].
+    /// Process ID of the registry (to read its CPU time, say).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn client(&self) -> Client {
         Client::new(&self.host, self.options()).expect("client for test registry")
     }
