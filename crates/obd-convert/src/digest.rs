@@ -1,6 +1,6 @@
 //! sha256 digests (`sha256:<hex>`), chain IDs, and readers/writers that hash as they go.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 
 use sha2::{Digest as _, Sha256};
 
@@ -37,37 +37,7 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
     out
 }
 
-/// A reader that hashes what passes through.
-pub struct HashReader<R> {
-    inner: R,
-    hash: Sha256,
-    bytes: u64,
-}
-
-impl<R: Read> HashReader<R> {
-    pub fn new(inner: R) -> Self {
-        HashReader {
-            inner,
-            hash: Sha256::new(),
-            bytes: 0,
-        }
-    }
-    pub fn finish(self) -> (String, u64) {
-        (
-            format!("sha256:{}", hex::encode(self.hash.finalize())),
-            self.bytes,
-        )
-    }
-}
-
-impl<R: Read> Read for HashReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-}
+pub use obd_tar::HashReader;
 
 /// A writer that hashes what passes through.
 pub struct HashWriter<W> {

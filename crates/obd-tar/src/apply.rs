@@ -67,14 +67,38 @@ pub struct ApplyStats {
     pub diff_id: String,
 }
 
-/// Passes bytes through while hashing them.
-pub(crate) struct Hashing<R> {
-    pub(crate) inner: R,
-    pub(crate) hash: sha2::Sha256,
-    pub(crate) bytes: u64,
+/// Passes bytes through while hashing them (sha256): a layer's diff ID, a blob's digest.
+pub struct HashReader<R> {
+    inner: R,
+    hash: sha2::Sha256,
+    bytes: u64,
 }
 
-impl<R: Read> Read for Hashing<R> {
+impl<R: Read> HashReader<R> {
+    pub fn new(inner: R) -> Self {
+        use sha2::Digest;
+        HashReader {
+            inner,
+            hash: sha2::Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    /// `sha256:<hex>` and the byte count of what was read.
+    pub fn finish(self) -> (String, u64) {
+        let (_, digest, bytes) = self.into_parts();
+        (digest, bytes)
+    }
+
+    /// The inner reader, `sha256:<hex>` and the byte count of what was read.
+    pub fn into_parts(self) -> (R, String, u64) {
+        use sha2::Digest;
+        let digest = format!("sha256:{}", hex::encode(self.hash.finalize()));
+        (self.inner, digest, self.bytes)
+    }
+}
+
+impl<R: Read> Read for HashReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         use sha2::Digest;
         let n = self.inner.read(buf)?;
@@ -97,13 +121,8 @@ pub fn apply_layer<D: BlockDevice>(
     fs: &mut Ext4<D>,
     stream: impl Read + Send,
 ) -> Result<ApplyStats, ApplyError> {
-    use sha2::Digest;
     let (c, r) = decompress(stream)?;
-    let mut h = Hashing {
-        inner: r,
-        hash: sha2::Sha256::new(),
-        bytes: 0,
-    };
+    let mut h = HashReader::new(r);
     let (applied, hashed) = read_ahead(&mut h, |rd| {
         // Whatever follows the end-of-archive blocks is part of the diff ID too.
         let st = apply_tar(fs, &mut *rd)?;
@@ -116,8 +135,7 @@ pub fn apply_layer<D: BlockDevice>(
             "the decompression thread stopped early",
         )));
     }
-    stats.tar_bytes = h.bytes;
-    stats.diff_id = format!("sha256:{}", hex::encode(h.hash.finalize()));
+    (stats.diff_id, stats.tar_bytes) = h.finish();
     stats.compression = Some(match c {
         Compression::None => "none",
         Compression::Gzip => "gzip",

@@ -15,7 +15,9 @@ pub mod path;
 pub mod reader;
 pub mod remote;
 
-pub use apply::{apply_layer, apply_tar, apply_tar_remote, ApplyError, ApplyStats, RemoteMap};
+pub use apply::{
+    apply_layer, apply_tar, apply_tar_remote, ApplyError, ApplyStats, HashReader, RemoteMap,
+};
 pub use reader::{Entry, EntryKind, TarError, TarReader, Timestamp};
 pub use remote::{
     apply_layer_remote, read_turbo_layer, RemoteApplyError, RemoteApplyStats, TurboStream,

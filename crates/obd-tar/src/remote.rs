@@ -14,7 +14,7 @@ use obd_format::gzindex::{GzIndexBuild, GzIndexOptions, GzIndexReader};
 use obd_format::io::BlockDevice;
 use obd_format::FormatError;
 
-use crate::apply::{apply_tar_remote, ApplyError, ApplyStats, Hashing, RemoteMap};
+use crate::apply::{apply_tar_remote, ApplyError, ApplyStats, HashReader, RemoteMap};
 use crate::decompress::Compression;
 
 /// Why a metadata-only apply failed.
@@ -83,7 +83,6 @@ pub fn read_turbo_layer<T, E>(
     gz_opts: GzIndexOptions,
     consume: impl FnOnce(&mut dyn Read) -> Result<T, E>,
 ) -> Result<(T, TurboStream), TurboStreamError<E>> {
-    use sha2::Digest;
     let stream_err = |e: RemoteApplyError| TurboStreamError::Stream(e);
     let io_err = |e: io::Error| stream_err(RemoteApplyError::Apply(ApplyError::Io(e)));
     let mut br = BufReader::with_capacity(1 << 16, stream);
@@ -100,14 +99,11 @@ pub fn read_turbo_layer<T, E>(
         )),
         Compression::None => Plain::Tar(br),
     };
-    let mut h = Hashing {
-        inner: plain,
-        hash: sha2::Sha256::new(),
-        bytes: 0,
-    };
+    let mut h = HashReader::new(plain);
     let out = consume(&mut h).map_err(TurboStreamError::Consumer)?;
     io::copy(&mut h, &mut io::sink()).map_err(io_err)?;
-    let gz_index = match h.inner {
+    let (plain, diff_id, tar_bytes) = h.into_parts();
+    let gz_index = match plain {
         Plain::Gzip(g) => {
             let b = g
                 .finish()
@@ -124,8 +120,8 @@ pub fn read_turbo_layer<T, E>(
     };
     let info = TurboStream {
         compression: if gz_index.is_some() { "gzip" } else { "none" },
-        tar_bytes: h.bytes,
-        diff_id: format!("sha256:{}", hex::encode(h.hash.finalize())),
+        tar_bytes,
+        diff_id,
         gz_index,
     };
     Ok((out, info))
