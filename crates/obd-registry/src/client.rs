@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Body, Response};
@@ -726,22 +726,6 @@ impl Read for ExactReader {
             ));
         }
         self.remaining -= n as u64;
-        Ok(n)
-    }
-}
-
-/// Reader over shared bytes (so byte uploads can be restarted without copying).
-struct SharedBytes {
-    data: Arc<Vec<u8>>,
-    pos: usize,
-}
-
-impl Read for SharedBytes {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let rest = &self.data[self.pos.min(self.data.len())..];
-        let n = rest.len().min(buf.len());
-        buf[..n].copy_from_slice(&rest[..n]);
-        self.pos += n;
         Ok(n)
     }
 }
@@ -1541,12 +1525,9 @@ impl Client {
     pub fn push_blob_bytes(&self, repo: &str, data: Vec<u8>) -> Result<(String, BlobPush)> {
         let digest = sha256_digest(&data);
         let size = data.len() as u64;
-        let data = Arc::new(data);
+        let data = bytes::Bytes::from(data);
         let src = UploadSource::Reopen(Box::new(move || {
-            Ok(Box::new(SharedBytes {
-                data: data.clone(),
-                pos: 0,
-            }) as Box<dyn Read + Send>)
+            Ok(Box::new(io::Cursor::new(data.clone())) as Box<dyn Read + Send>)
         }));
         let r = self.push_blob_source(repo, &digest, size, src)?;
         Ok((digest, r))
