@@ -191,6 +191,17 @@ pub trait WriteAt {
 pub trait BlockDevice: ReadAt + WriteAt {}
 impl<T: ReadAt + WriteAt> BlockDevice for T {}
 
+/// Refuses a write of `len` bytes at `off` that does not fit a device of `size` bytes.
+fn check_write(len: usize, off: u64, size: u64) -> io::Result<()> {
+    if off.checked_add(len as u64).is_none_or(|e| e > size) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("write of {len} bytes at {off} past device end {size}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Block size of [`MemDevice`].
 const MEM_BLOCK: u64 = 4096;
 
@@ -246,12 +257,7 @@ impl ReadAt for MemDevice {
 
 impl WriteAt for MemDevice {
     fn write_at(&mut self, buf: &[u8], off: u64) -> io::Result<()> {
-        if off
-            .checked_add(buf.len() as u64)
-            .is_none_or(|e| e > self.size)
-        {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "past end"));
-        }
+        check_write(buf.len(), off, self.size)?;
         let mut done = 0;
         while done < buf.len() {
             let p = off + done as u64;
@@ -332,19 +338,7 @@ impl ReadAt for RawImage {
 
 impl WriteAt for RawImage {
     fn write_at(&mut self, buf: &[u8], off: u64) -> io::Result<()> {
-        if off
-            .checked_add(buf.len() as u64)
-            .is_none_or(|e| e > self.size)
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "write of {} bytes at {off} past device end {}",
-                    buf.len(),
-                    self.size
-                ),
-            ));
-        }
+        check_write(buf.len(), off, self.size)?;
         self.file.write_all_at(buf, off)
     }
     fn flush(&mut self) -> io::Result<()> {
