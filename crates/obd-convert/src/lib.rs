@@ -12,8 +12,8 @@
 //! * [`progress`], [`report`]: progress events per layer and stage; the JSON report.
 //! * [`turbo`]: the TurboOCIv1 engine (fs metadata pointing into the original layers).
 //! * [`baselayer`]: the upstream `ext4_64` baselayer used by `--mkfs=false`.
-//! * [`convert`](mod@convert): the top level: resolve the source, walk indexes, convert each platform,
-//!   push, tag.
+//! * [`convert`](mod@convert): the top level: resolve the source, walk indexes, convert
+//!   each platform, push, tag.
 
 pub mod baselayer;
 pub mod convert;

@@ -13,9 +13,9 @@
 //!   zeros (nothing reads them), everything else is left to the caller's lowers
 //!   ([`StreamStack`]).
 //!
-//! The output is a committed layer as [`commit`](fn@super::commit) writes it (header 0x07, data, the
-//! compressed index padded to a multiple of 256 entries, trailer 0x06), except that data
-//! sits in write order rather than LBA order; readers follow `moffset`, so both are valid.
+//! The output is a committed layer as [`commit`](fn@super::commit) writes it (header 0x07,
+//! data, the compressed index padded to a multiple of 256 entries, trailer 0x06), except that
+//! data sits in write order rather than LBA order; readers follow `moffset`, so both are valid.
 //! `finish` also copies the metadata, densely and ZFile-compressed, into a small view file and
 //! removes the side file: with the layer's index it forms a read-only view of the layer's
 //! metadata ([`Finished::meta_view`]), which is all a later layer needs to stack on.
@@ -409,8 +409,8 @@ impl WriteAt for StreamLayer {
     }
 }
 
-/// The device a streamed layer is built on: committed lowers (a [`Stack`](super::Stack) without upper)
-/// under a [`StreamLayer`].
+/// The device a streamed layer is built on: committed lowers (a [`Stack`](super::Stack)
+/// without upper) under a [`StreamLayer`].
 pub type StreamStack = UpperStack<StreamLayer>;
 
 impl MappedUpper for StreamLayer {

@@ -1,5 +1,5 @@
-//! The block device a TurboOCI layer is built on: committed lowers (a [`Stack`](super::Stack) without
-//! upper) under a writable [`WarpLayer`]. Sectors the warp layer maps (fs-meta writes or
+//! The block device a TurboOCI layer is built on: committed lowers (a
+//! [`Stack`](super::Stack) without upper) under a writable [`WarpLayer`]. Sectors the warp layer maps (fs-meta writes or
 //! remote data) come from it; the rest from the lowers. Writes go to the warp layer.
 
 use super::index::Index0;
