@@ -283,7 +283,7 @@ impl SourceTree {
             let mtime = Some(clamp_time(e.mtime));
             let mut meta = Entry {
                 kind: Kind::File,
-                mode: e.mode & 0o7777,
+                mode: e.perm() & 0o7777,
                 uid: e.uid as u32,
                 gid: e.gid as u32,
                 size: 0,
@@ -339,7 +339,7 @@ impl SourceTree {
         m.uid = e.uid as u32;
         m.gid = e.gid as u32;
         if m.kind != Kind::Symlink {
-            m.mode = e.mode & 0o7777;
+            m.mode = e.perm() & 0o7777;
         }
         for (k, v) in &e.xattrs {
             m.xattrs

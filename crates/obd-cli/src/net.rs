@@ -123,20 +123,8 @@ impl NetArgs {
     }
 }
 
-/// Exit code for an error of the conversion engine, falling back to [`crate::exit_code`].
+/// Exit code for an error of the conversion engine: [`crate::exit_code`], which every
+/// binary uses.
 pub fn convert_exit_code(e: &anyhow::Error) -> i32 {
-    use crate::exit;
-    for c in e.chain() {
-        if let Some(ce) = c.downcast_ref::<ConvertError>() {
-            return match ce {
-                ConvertError::NotFound(_) => exit::NOT_FOUND,
-                ConvertError::Auth(_) => exit::AUTH,
-                ConvertError::BadInput(_) => exit::BAD_INPUT,
-                ConvertError::Io { .. } | ConvertError::Store(_) => exit::IO,
-                ConvertError::Unsupported(_) => exit::USAGE,
-                ConvertError::Interrupted => exit::INTERRUPTED,
-            };
-        }
-    }
     crate::exit_code(e)
 }

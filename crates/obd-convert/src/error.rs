@@ -68,12 +68,20 @@ impl From<obd_ext4::Error> for ConvertError {
 
 impl From<obd_tar::ApplyError> for ConvertError {
     fn from(e: obd_tar::ApplyError) -> Self {
-        match e {
-            obd_tar::ApplyError::Io(source) => ConvertError::Io {
-                context: "reading the layer".into(),
+        // Keep the OS error (a full work directory is "No space left on device", exit 6),
+        // and call only a fault of the layer itself bad input.
+        let ctx = match &e {
+            obd_tar::ApplyError::Entry { name, offset, .. } => {
+                format!("applying entry {name:?} (tar byte {offset})")
+            }
+            _ => "reading the layer".into(),
+        };
+        match e.into_io() {
+            Ok(source) => ConvertError::Io {
+                context: ctx,
                 source,
             },
-            other => ConvertError::BadInput(other.to_string()),
+            Err(other) => ConvertError::BadInput(other.to_string()),
         }
     }
 }

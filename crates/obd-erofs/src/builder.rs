@@ -313,7 +313,7 @@ impl<'d, D: BlockDevice + ?Sized> ErofsBuilder<'d, D> {
         }
         let node = |kind: Kind, body: Body| Node {
             kind,
-            perm: (e.mode & 0o7777) as u16,
+            perm: (e.perm() & 0o7777) as u16,
             uid: e.uid.min(u64::from(u32::MAX)) as u32,
             gid: e.gid.min(u64::from(u32::MAX)) as u32,
             mtime,

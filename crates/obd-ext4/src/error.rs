@@ -61,9 +61,16 @@ pub enum Error {
     /// rmdir of a directory with entries.
     #[error("directory not empty: {0}")]
     DirectoryNotEmpty(String),
-    /// Empty, too long, `.`/`..`, or containing `/` or NUL.
+    /// Empty, `.`/`..`, or containing `/` or NUL.
     #[error("invalid file name {0:?}")]
     InvalidName(String),
+    /// A name component longer than ext4 can store in a directory entry (`name` holds its
+    /// first 40 bytes).
+    #[error(
+        "file name {name:?}... is {len} bytes: it exceeds ext4's 255-byte limit for one name \
+         component"
+    )]
+    NameTooLong { name: String, len: usize },
     /// Path resolution followed too many symbolic links.
     #[error("too many levels of symbolic links resolving {0}")]
     SymlinkLoop(String),

@@ -76,11 +76,13 @@ const MAX_SYMLINKS: usize = 40;
 const CHUNK: usize = 1 << 20;
 
 fn check_name(name: &[u8]) -> Result<()> {
-    if name.is_empty()
-        || name.len() > NAME_MAX
-        || name == b"."
-        || name == b".."
-        || name.iter().any(|&c| c == b'/' || c == 0)
+    if name.len() > NAME_MAX {
+        return Err(Error::NameTooLong {
+            name: lossy(&name[..40]),
+            len: name.len(),
+        });
+    }
+    if name.is_empty() || name == b"." || name == b".." || name.iter().any(|&c| c == b'/' || c == 0)
     {
         return Err(Error::InvalidName(lossy(name)));
     }

@@ -12,7 +12,9 @@
 //!   image (symlinks followed but clamped to the image root);
 //! * hard links resolve their target against the archive root, in this or a lower layer;
 //! * GNU/PAX sparse members keep their holes; all-zero blocks become holes.
-//! * atime = mtime = ctime = the member's mtime, with nanoseconds.
+//! * atime = mtime = ctime = the member's mtime, with nanoseconds;
+//! * a symlink is always `lrwxrwxrwx`, whatever mode its header carries;
+//! * a member whose data is larger than the whole filesystem is refused at its header.
 
 use std::collections::HashSet;
 use std::io::{self, Read};
@@ -47,6 +49,35 @@ pub enum ApplyError {
         offset: u64,
         detail: String,
     },
+}
+
+impl ApplyError {
+    /// The error of local or network I/O behind this failure, or `Err(self)` when the layer
+    /// itself is at fault (malformed, truncated or corrupt, or holding what ext4 cannot).
+    pub fn into_io(self) -> Result<io::Error, Self> {
+        match self {
+            ApplyError::Tar(t) => t.into_os_io().map_err(ApplyError::Tar),
+            ApplyError::Io(e) if !crate::reader::is_bad_data(&e) => Ok(e),
+            ApplyError::Entry {
+                source: obd_ext4::Error::Io(e),
+                ..
+            } if !crate::reader::is_bad_data(&e) => Ok(e),
+            other => Err(other),
+        }
+    }
+
+    /// True when the layer itself is at fault, not local or network I/O.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            ApplyError::Tar(t) => t.is_bad_input(),
+            ApplyError::Io(e) => crate::reader::is_bad_data(e),
+            ApplyError::Entry {
+                source: obd_ext4::Error::Io(e),
+                ..
+            } => crate::reader::is_bad_data(e),
+            _ => true,
+        }
+    }
 }
 
 /// What a layer contained.
@@ -160,7 +191,7 @@ impl<R: Read> Read for DataReader<'_, R> {
         if self.pos >= self.size || buf.is_empty() {
             return Ok(0);
         }
-        let to_io = |e: TarError| io::Error::other(e.to_string());
+        let to_io = TarError::into_io;
         if !self.sparse {
             let n = self.tar.read_data(buf).map_err(to_io)?;
             if n == 0 {
@@ -230,6 +261,10 @@ fn apply_inner<D: BlockDevice>(
     let mut stats = ApplyStats::default();
     // Clean paths unpacked by this layer (whiteouts never remove them).
     let mut unpacked: HashSet<Vec<u8>> = HashSet::new();
+    let fs_bytes = {
+        let st = fs.stats();
+        st.blocks_count * st.block_size
+    };
     while let Some(e) = tar.next_entry()? {
         stats.entries += 1;
         let name = e.display_name();
@@ -269,7 +304,23 @@ fn apply_inner<D: BlockDevice>(
             }
             continue;
         }
-        let attrs = Attrs::new(e.mode as u16, e.uid as u32, e.gid as u32, ts(e.mtime));
+        if e.kind == EntryKind::File && e.stored_size > fs_bytes {
+            // Refused at its header: its data could never be written (and a member of zeros
+            // would otherwise stream for minutes before becoming a file no runtime unpacks).
+            return Err(ApplyError::Invalid {
+                name,
+                offset,
+                detail: format!(
+                    "member of {} bytes ({}) is larger than the whole filesystem ({} bytes, \
+                     {}): convert with a larger --vsize (in GiB)",
+                    e.stored_size,
+                    human(e.stored_size),
+                    fs_bytes,
+                    human(fs_bytes)
+                ),
+            });
+        }
+        let attrs = Attrs::new(e.perm() as u16, e.uid as u32, e.gid as u32, ts(e.mtime));
         let parent = match resolve_dir(fs, &parent_path).map_err(wrap)? {
             Some(p) => p,
             None => {
@@ -383,11 +434,27 @@ fn apply_inner<D: BlockDevice>(
     Ok(stats)
 }
 
+/// `12.5 GiB`-style size for messages.
+fn human(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
 /// Owner, permissions, times and xattrs of an entry.
 fn set_meta<D: BlockDevice>(fs: &mut Ext4<D>, ino: u32, e: &Entry) -> obd_ext4::Result<()> {
     fs.set_owner(ino, e.uid as u32, e.gid as u32)?;
     if e.kind != EntryKind::Symlink {
-        fs.set_perm(ino, e.mode as u16)?;
+        fs.set_perm(ino, e.perm() as u16)?;
     }
     for (k, v) in &e.xattrs {
         fs.set_xattr(ino, &String::from_utf8_lossy(k), v)?;

@@ -24,18 +24,93 @@ impl Compression {
 }
 
 /// Wraps `r` in the right decoder. Gzip streams with several members are read to the end.
+///
+/// Errors keep their cause apart: an error of `r` itself (disk, network) comes out as it
+/// was, and everything the decoder objects to (corrupt or truncated compressed data) comes
+/// out as [`io::ErrorKind::InvalidData`], so callers can tell bad input from failed I/O.
 pub fn decompress<'a, R: Read + Send + 'a>(
     r: R,
 ) -> io::Result<(Compression, Box<dyn Read + Send + 'a>)> {
-    let mut br = BufReader::with_capacity(1 << 20, r);
-    let head = br.fill_buf()?;
+    let mut br = BufReader::with_capacity(1 << 20, Source(r));
+    let head = br.fill_buf().map_err(untag)?;
     let c = Compression::detect(head);
     let out: Box<dyn Read + Send + 'a> = match c {
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(br)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(br)?),
-        Compression::None => Box::new(br),
+        Compression::Gzip => Box::new(Decoded {
+            inner: flate2::bufread::MultiGzDecoder::new(br),
+            what: "gzip",
+        }),
+        Compression::Zstd => Box::new(Decoded {
+            inner: zstd::stream::read::Decoder::with_buffer(br).map_err(untag)?,
+            what: "zstd",
+        }),
+        Compression::None => Box::new(Untagged(br)),
     };
     Ok((c, out))
+}
+
+/// An error of the compressed stream's own reader, carried through a decoder.
+#[derive(Debug)]
+struct SourceError(io::Error);
+
+impl std::fmt::Display for SourceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SourceError {}
+
+/// Tags the errors of the compressed stream's reader.
+struct Source<R>(R);
+
+impl<R: Read> Read for Source<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0
+            .read(buf)
+            .map_err(|e| io::Error::new(e.kind(), SourceError(e)))
+    }
+}
+
+/// The original error of a tagged one; `None` for any other error.
+fn source_error(e: io::Error) -> Result<io::Error, io::Error> {
+    if e.get_ref().is_some_and(|i| i.is::<SourceError>()) {
+        let inner = e.into_inner().expect("checked above");
+        Ok(inner.downcast::<SourceError>().expect("checked above").0)
+    } else {
+        Err(e)
+    }
+}
+
+fn untag(e: io::Error) -> io::Error {
+    source_error(e).unwrap_or_else(|e| e)
+}
+
+/// A plain stream: its errors are the reader's own.
+struct Untagged<R>(R);
+
+impl<R: Read> Read for Untagged<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf).map_err(untag)
+    }
+}
+
+/// A decoder whose own errors become `InvalidData` naming the format.
+struct Decoded<D> {
+    inner: D,
+    what: &'static str,
+}
+
+impl<D: Read> Read for Decoded<D> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).map_err(|e| {
+            source_error(e).unwrap_or_else(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("corrupt {} data: {e}", self.what),
+                )
+            })
+        })
+    }
 }
 
 /// Chunk size and depth of [`read_ahead`].

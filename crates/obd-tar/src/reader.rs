@@ -7,7 +7,6 @@
 //! Every error names the member and its byte offset. Nothing is allocated by a size read
 //! from the archive except bounded metadata (PAX records, long names, sparse maps).
 
-use std::collections::BTreeMap;
 use std::io::{self, Read};
 
 const BLOCK: u64 = 512;
@@ -29,6 +28,45 @@ pub enum TarError {
         name: Option<String>,
         detail: String,
     },
+}
+
+impl TarError {
+    /// True when the archive is at fault (malformed, truncated, corrupt compressed data),
+    /// false when reading it failed (disk, network).
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            TarError::Io(e) => is_bad_data(e),
+            _ => true,
+        }
+    }
+
+    /// The underlying I/O error when reading failed, or `Err(self)` when the archive is at
+    /// fault.
+    pub fn into_os_io(self) -> Result<io::Error, Self> {
+        match self {
+            TarError::Io(e) if !is_bad_data(&e) => Ok(e),
+            other => Err(other),
+        }
+    }
+
+    /// As an [`io::Error`] keeping the distinction: a fault of the archive becomes
+    /// `InvalidData` (or `UnexpectedEof` when truncated) with this error's message.
+    pub fn into_io(self) -> io::Error {
+        match self {
+            TarError::Io(e) => e,
+            TarError::Truncated(_) => io::Error::new(io::ErrorKind::UnexpectedEof, self),
+            other => io::Error::new(io::ErrorKind::InvalidData, other),
+        }
+    }
+}
+
+/// True for an I/O error that reports bad data (a decoder's objection, a stream that ended
+/// early), not a failure of the disk or network.
+pub fn is_bad_data(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+    )
 }
 
 fn name_suffix(n: &Option<String>) -> String {
@@ -89,6 +127,17 @@ impl Entry {
     pub fn display_name(&self) -> String {
         String::from_utf8_lossy(&self.name).into_owned()
     }
+
+    /// The permission bits an unpack gives this member: a symlink is always 0777
+    /// (`lrwxrwxrwx`, what `symlink(2)` gives containerd and umoci, whatever mode its header
+    /// carries), anything else its header's `mode & 0o7777`.
+    pub fn perm(&self) -> u32 {
+        if self.kind == EntryKind::Symlink {
+            0o777
+        } else {
+            self.mode
+        }
+    }
 }
 
 /// Streams members out of an uncompressed tar.
@@ -98,7 +147,8 @@ pub struct TarReader<R: Read> {
     /// Stored bytes of the current member not yet read, and its padding.
     remaining: u64,
     padding: u64,
-    global: BTreeMap<String, Vec<u8>>,
+    /// PAX global headers seen (and ignored).
+    globals_skipped: u64,
     done: bool,
 }
 
@@ -264,7 +314,7 @@ impl<R: Read> TarReader<R> {
             pos: 0,
             remaining: 0,
             padding: 0,
-            global: BTreeMap::new(),
+            globals_skipped: 0,
             done: false,
         }
     }
@@ -272,6 +322,12 @@ impl<R: Read> TarReader<R> {
     /// Bytes of the uncompressed tar consumed so far.
     pub fn position(&self) -> u64 {
         self.pos
+    }
+
+    /// PAX global (`g`) headers read so far. They are checked and then ignored, as
+    /// containerd does: they never rename, re-own or re-date the members after them.
+    pub fn global_headers_ignored(&self) -> u64 {
+        self.globals_skipped
     }
 
     fn read_full(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -406,22 +462,26 @@ impl<R: Read> TarReader<R> {
             let size = size as u64;
             match typ {
                 b'x' => {
+                    // The last of several `x` headers wins whole, as in Go's reader.
                     let d = self.read_meta(size, offset, "PAX header")?;
-                    pax.extend(parse_pax(&d).map_err(bad)?);
+                    pax = parse_pax(&d).map_err(bad)?;
                     continue;
                 }
                 b'g' => {
+                    // As Go's reader: a global header is a member of its own (containerd and
+                    // moby log and skip it), so its records never reach later members, and
+                    // extended headers before it do not carry over it.
                     let d = self.read_meta(size, offset, "PAX global header")?;
-                    for (k, v) in parse_pax(&d).map_err(bad)? {
-                        if v.is_empty() {
-                            self.global.remove(&k);
-                        } else {
-                            self.global.insert(k, v);
-                        }
-                    }
+                    parse_pax(&d).map_err(bad)?;
+                    self.globals_skipped += 1;
+                    pax.clear();
+                    long_name = None;
+                    long_link = None;
+                    first_offset = None;
                     continue;
                 }
                 b'L' => {
+                    // The last of several `L` (or `K`) headers wins.
                     let d = self.read_meta(size, offset, "GNU long name")?;
                     long_name = Some(cstr(&d).to_vec());
                     continue;
@@ -499,13 +559,7 @@ impl<R: Read> TarReader<R> {
         let mut sparse_pairs: Vec<u64> = Vec::new();
         let mut sparse_name: Option<Vec<u8>> = None;
 
-        let records: Vec<(String, Vec<u8>)> = self
-            .global
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .chain(pax)
-            .collect();
-        for (k, v) in records {
+        for (k, v) in pax {
             let vs = || String::from_utf8_lossy(&v).into_owned();
             let int = |v: &[u8]| {
                 std::str::from_utf8(v)

@@ -331,7 +331,8 @@ fn run(a: Args, progress: Arc<dyn Progress>) -> Result<()> {
             let r = obd_convert::convert(src.clone(), dst.clone(), &reference, tag, &opts)
                 .map_err(|e| anyhow::Error::new(e).context("failed to build overlaybd"))?;
             tracing::info!("overlaybd build finished");
-            println!("{}", r.output_digest);
+            // The image is pushed: a closed stdout must not turn that into a failure.
+            let _ = obd_cli::print_out(&format!("{}\n", r.output_digest));
             reports.push(("overlaybd", r));
         }
         if let Some(tag) = &turbo {
@@ -344,7 +345,8 @@ fn run(a: Args, progress: Arc<dyn Progress>) -> Result<()> {
             let r = obd_convert::convert(src.clone(), dst.clone(), &reference, tag, &topts)
                 .map_err(|e| anyhow::Error::new(e).context("failed to build TurboOCIv1 image"))?;
             tracing::info!("TurboOCIv1 build finished");
-            println!("{}", r.output_digest);
+            // The image is pushed: a closed stdout must not turn that into a failure.
+            let _ = obd_cli::print_out(&format!("{}\n", r.output_digest));
             reports.push(("turboOCI", r));
         }
         Ok(())

@@ -234,14 +234,13 @@ fn check_main(a: CheckArgs) -> ! {
     })();
     match r {
         Ok(report) => {
-            if a.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).expect("serialises")
-                );
+            let text = if a.json {
+                serde_json::to_string_pretty(&report).expect("serialises") + "\n"
             } else {
-                print!("{}", report.summary());
-            }
+                report.summary()
+            };
+            // A closed stdout still leaves the verdict in the exit code.
+            let _ = obd_cli::print_out(&text);
             std::process::exit(if report.identical() { 0 } else { 1 });
         }
         Err(e) => {
@@ -409,7 +408,7 @@ fn run(cmd: Cmd) -> Result<()> {
                     .zfile
                     .with_context(|| format!("{} is not a ZFile", src.display()))?;
                 let n = zr.verify_all()?;
-                println!("{}: {n} blocks verified", src.display());
+                obd_cli::print_out(&format!("{}: {n} blocks verified\n", src.display()))?;
                 return Ok(());
             }
             let dst = dst.context("DST is required unless --verify")?;
@@ -497,7 +496,7 @@ fn run(cmd: Cmd) -> Result<()> {
         Cmd::Check(a) => check_main(a),
         Cmd::Inspect { file } => {
             let v = detect::inspect(&file)?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            obd_cli::print_out(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
             Ok(())
         }
     }

@@ -99,8 +99,16 @@ impl Finished {
     }
 }
 
-fn stream_err(e: impl std::fmt::Display) -> io::Error {
-    io::Error::other(format!("the layer output stream failed: {e}"))
+/// The writer thread's failure as the error of a write into the layer: an OS error keeps
+/// its kind and text (a full work directory stays "No space left on device").
+fn stream_err(e: FormatError) -> io::Error {
+    match e {
+        FormatError::Io { context, source } => io::Error::new(
+            source.kind(),
+            format!("the layer output stream failed: {context}: {source}"),
+        ),
+        other => io::Error::other(format!("the layer output stream failed: {other}")),
+    }
 }
 
 impl StreamLayer {
@@ -195,7 +203,7 @@ impl StreamLayer {
             // The writer stopped: its error is the one to report.
             return Err(match self.writer.take().map(|h| h.join()) {
                 Some(Ok(Err(e))) => stream_err(e),
-                _ => stream_err("the writer thread ended"),
+                _ => io::Error::other("the layer output stream failed: the writer thread ended"),
             });
         }
         Ok(())
