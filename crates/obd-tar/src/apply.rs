@@ -503,3 +503,152 @@ fn remove_lower_children<D: BlockDevice>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{header, RawTar};
+    use obd_ext4::MkfsOptions;
+    use obd_format::io::MemDevice;
+
+    fn fs(size: u64) -> Ext4<MemDevice> {
+        Ext4::mkfs(MemDevice::new(size), &MkfsOptions::default()).unwrap()
+    }
+
+    fn meta(fs: &mut Ext4<MemDevice>, p: &str) -> Option<obd_ext4::Metadata> {
+        fs.resolve(p.as_bytes(), false)
+            .unwrap()
+            .map(|i| fs.metadata(i).unwrap())
+    }
+
+    #[test]
+    fn symlinks_are_lrwxrwxrwx_whatever_the_header_says() {
+        let mut f = fs(64 << 20);
+        let tar = RawTar::new()
+            .file("target", b"hi\n")
+            .symlink("l0", "target", 0)
+            .symlink("l0644", "target", 0o644)
+            .symlink("l4777", "target", 0o4777)
+            .end();
+        apply_tar(&mut f, &tar[..]).unwrap();
+        for l in ["l0", "l0644", "l4777"] {
+            let m = meta(&mut f, l).unwrap();
+            assert_eq!((m.kind, m.perm), (FileKind::Symlink, 0o777), "{l}");
+        }
+        assert_eq!(meta(&mut f, "target").unwrap().perm, 0o644);
+    }
+
+    /// Four `x` headers before a symlink `bar`: the symlink is `bar`, and no directory
+    /// named by an earlier header appears.
+    #[test]
+    fn several_extended_headers_make_one_entry() {
+        let mut f = fs(64 << 20);
+        let tar = RawTar::new()
+            .pax(&[("path", b"PAX1/PAX1/foo")])
+            .pax(&[("path", b"PAX2/PAX2/foo"), ("mtime", b"1000")])
+            .pax(&[("linkpath", b"PAX3")])
+            .pax(&[("comment", b"x")])
+            .symlink("bar", "tgt", 0o777)
+            .global(&[("path", b"global1"), ("mtime", b"12345")])
+            .file("file1", b"one\n")
+            .end();
+        apply_tar(&mut f, &tar[..]).unwrap();
+        let names: Vec<Vec<u8>> = f
+            .read_dir(ROOT_INO)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name)
+            .filter(|n| n != b"lost+found")
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(meta(&mut f, "PAX1").is_none() && meta(&mut f, "PAX2").is_none());
+        assert!(meta(&mut f, "global1").is_none());
+        assert_eq!(meta(&mut f, "bar").unwrap().size, 3);
+        let m = meta(&mut f, "file1").unwrap();
+        assert_eq!(m.mtime.secs, crate::testutil::MTIME as i64);
+    }
+
+    /// A member whose data is larger than the whole filesystem is refused at its header
+    /// (no data follows the header here: the refusal must come before any is read).
+    #[test]
+    fn member_larger_than_the_filesystem_is_refused_at_its_header() {
+        let mut f = fs(64 << 20);
+        let tar = RawTar::new()
+            .block(header(b"zeros", b'0', 200 << 30, 0o644, b""))
+            .into_bytes();
+        let t = std::time::Instant::now();
+        let e = apply_tar(&mut f, &tar[..]).unwrap_err();
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
+        let msg = e.to_string();
+        for needle in ["\"zeros\"", "214748364800 bytes", "200.0 GiB", "--vsize"] {
+            assert!(msg.contains(needle), "{msg}");
+        }
+        assert!(e.is_bad_input());
+        // A member that fits is applied as usual.
+        let tar = RawTar::new().file("small", &[1u8; 5000]).end();
+        apply_tar(&mut f, &tar[..]).unwrap();
+    }
+
+    #[test]
+    fn a_256_byte_name_names_ext4s_limit() {
+        let mut f = fs(64 << 20);
+        let long = "n".repeat(256);
+        let tar = RawTar::new()
+            .pax(&[("path", long.as_bytes())])
+            .file("x", b"d")
+            .end();
+        let e = apply_tar(&mut f, &tar[..]).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("is 256 bytes"), "{msg}");
+        assert!(msg.contains("exceeds ext4's 255-byte limit"), "{msg}");
+        assert!(e.is_bad_input());
+        // 255 bytes fit.
+        let ok = "n".repeat(255);
+        let tar = RawTar::new().file(&ok, b"d").end();
+        let tar = RawTar::new()
+            .pax(&[("path", ok.as_bytes())])
+            .bytes(&tar)
+            .into_bytes();
+        apply_tar(&mut f, &tar[..]).unwrap();
+        assert!(meta(&mut f, &ok).is_some());
+    }
+
+    /// Corrupt or truncated compressed data is bad input; a failing source stays I/O with
+    /// its OS error.
+    #[test]
+    fn compressed_stream_errors_keep_their_cause() {
+        use std::io::Write;
+        let tar = RawTar::new().file("f", &vec![7u8; 300_000]).end();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let truncated = &gz[..gz.len() / 2];
+        let mut corrupt = gz.clone();
+        for b in &mut corrupt[20..60] {
+            *b ^= 0x5a;
+        }
+        for (what, data) in [
+            ("truncated gzip", truncated),
+            ("corrupt gzip", &corrupt[..]),
+        ] {
+            let e = apply_layer(&mut fs(64 << 20), data).unwrap_err();
+            assert!(e.is_bad_input(), "{what}: {e}");
+            assert!(e.into_io().is_err(), "{what}");
+        }
+        struct Failing(Vec<u8>);
+        impl Read for Failing {
+            fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+                if self.0.is_empty() {
+                    return Err(io::Error::from_raw_os_error(5));
+                }
+                let n = b.len().min(self.0.len());
+                b[..n].copy_from_slice(&self.0[..n]);
+                self.0.drain(..n);
+                Ok(n)
+            }
+        }
+        let e = apply_layer(&mut fs(64 << 20), Failing(gz[..gz.len() / 2].to_vec())).unwrap_err();
+        assert!(!e.is_bad_input(), "{e}");
+        assert_eq!(e.into_io().unwrap().raw_os_error(), Some(5));
+    }
+}

@@ -8,12 +8,15 @@
 //!   opaque directories, hard links, last entry wins).
 //! * [`remote`]: applies a whole layer blob metadata only (TurboOCI), building the gzip
 //!   index of a gzip layer while it streams.
+//! * `testutil` (feature `testutil`): raw tar bytes for tests, header by header.
 
 pub mod apply;
 pub mod decompress;
 pub mod path;
 pub mod reader;
 pub mod remote;
+#[cfg(any(test, feature = "testutil"))]
+pub mod testutil;
 
 pub use apply::{
     apply_layer, apply_tar, apply_tar_remote, ApplyError, ApplyStats, HashReader, RemoteMap,

@@ -784,3 +784,187 @@ impl<R: Read> TarReader<R> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{header, set_checksum, RawTar};
+
+    fn entries(tar: &[u8]) -> Result<Vec<Entry>, TarError> {
+        let mut r = TarReader::new(tar);
+        let mut v = Vec::new();
+        while let Some(e) = r.next_entry()? {
+            v.push(e);
+        }
+        Ok(v)
+    }
+
+    /// Several `x` headers before one member: the last one wins whole (Go's archive/tar),
+    /// its records are not merged with the earlier ones'.
+    #[test]
+    fn last_of_several_pax_headers_wins() {
+        let tar = RawTar::new()
+            .pax(&[("path", b"PAX1/PAX1/foo"), ("uid", b"7")])
+            .pax(&[("path", b"PAX2/PAX2/foo"), ("mtime", b"1000")])
+            .pax(&[("linkpath", b"PAX3")])
+            .pax(&[("comment", b"only this one counts")])
+            .symlink("bar", "tgt", 0o777)
+            .end();
+        let v = entries(&tar).unwrap();
+        assert_eq!(v.len(), 1);
+        let e = &v[0];
+        assert_eq!(
+            (e.name.as_slice(), e.link.as_slice()),
+            (&b"bar"[..], &b"tgt"[..])
+        );
+        assert_eq!((e.uid, e.mtime.sec), (0, crate::testutil::MTIME as i64));
+        // The last header's records do apply.
+        let tar = RawTar::new()
+            .pax(&[("path", b"first"), ("uid", b"7")])
+            .pax(&[("path", b"second")])
+            .file("short", b"x")
+            .end();
+        let e = &entries(&tar).unwrap()[0];
+        assert_eq!((e.name.as_slice(), e.uid), (&b"second"[..], 0));
+    }
+
+    /// Several GNU `L` / `K` headers: the last of each kind wins.
+    #[test]
+    fn last_of_several_gnu_long_headers_wins() {
+        let tar = RawTar::new()
+            .gnu_long(b'L', "first/long/name")
+            .gnu_long(b'K', "firstlink")
+            .gnu_long(b'L', "second")
+            .gnu_long(b'K', "lastlink")
+            .symlink("short", "x", 0o777)
+            .end();
+        let e = &entries(&tar).unwrap()[0];
+        assert_eq!(
+            (e.name.as_slice(), e.link.as_slice()),
+            (&b"second"[..], &b"lastlink"[..])
+        );
+    }
+
+    /// A global header is checked and ignored: it renames and re-dates nothing, and the
+    /// extended headers before it do not carry over it.
+    #[test]
+    fn pax_global_headers_are_ignored() {
+        let tar = RawTar::new()
+            .global(&[("path", b"global1"), ("mtime", b"12345"), ("uid", b"9")])
+            .file("file1", b"one\n")
+            .pax(&[("path", b"lost")])
+            .global(&[("comment", b"between")])
+            .file("file2", b"two\n")
+            .end();
+        let mut r = TarReader::new(&tar[..]);
+        let mut names = Vec::new();
+        while let Some(e) = r.next_entry().unwrap() {
+            assert_eq!((e.mtime.sec, e.uid), (crate::testutil::MTIME as i64, 0));
+            names.push(e.display_name());
+        }
+        assert_eq!(names, ["file1", "file2"]);
+        assert_eq!(r.global_headers_ignored(), 2);
+        // A malformed global header is still an error.
+        let tar = RawTar::new()
+            .member("g", b'g', 0o644, "", b"99 x\n")
+            .file("f", b"")
+            .end();
+        assert!(matches!(entries(&tar), Err(TarError::BadHeader { .. })));
+    }
+
+    /// The mode an unpack gives: 0777 for any symlink, the header's for the rest.
+    #[test]
+    fn symlink_perm_is_always_0777() {
+        let tar = RawTar::new()
+            .symlink("l0", "t", 0)
+            .symlink("l644", "t", 0o644)
+            .file("f", b"")
+            .end();
+        let v = entries(&tar).unwrap();
+        assert_eq!((v[0].mode, v[0].perm()), (0, 0o777));
+        assert_eq!((v[1].mode, v[1].perm()), (0o644, 0o777));
+        assert_eq!(v[2].perm(), 0o644);
+    }
+
+    /// Malformed archives fail with errors that say the archive is at fault (bad input),
+    /// never as failed I/O.
+    #[test]
+    fn malformed_archives_are_bad_input() {
+        let read_all = |tar: &[u8]| -> Result<(), TarError> {
+            let mut r = TarReader::new(tar);
+            while let Some(_e) = r.next_entry()? {
+                let mut b = [0u8; 4096];
+                while r.read_data(&mut b)? > 0 {}
+            }
+            Ok(())
+        };
+        let truncated = RawTar::new()
+            .block(header(b"big", b'0', 10_000, 0o644, b""))
+            .bytes(&[b'x'; 600])
+            .into_bytes();
+        let mut bad_sum = header(b"f", b'0', 0, 0o644, b"");
+        bad_sum[0] = b'g';
+        let mut not_a_number = header(b"f", b'0', 0, 0o644, b"");
+        not_a_number[124..136].copy_from_slice(b"zzzzzzzzzzz\0");
+        set_checksum(&mut not_a_number);
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            ("truncated member", truncated, "truncated"),
+            (
+                "truncated header",
+                RawTar::new()
+                    .file("a", b"1")
+                    .bytes(&[1u8; 100])
+                    .into_bytes(),
+                "truncated",
+            ),
+            (
+                "bad checksum",
+                RawTar::new().block(bad_sum).end(),
+                "checksum mismatch",
+            ),
+            (
+                "size not a number",
+                RawTar::new().block(not_a_number).end(),
+                "not a number",
+            ),
+            (
+                "NUL in a PAX path",
+                RawTar::new().pax(&[("path", b"a\0b")]).file("f", b"").end(),
+                "NUL",
+            ),
+            (
+                "PAX header over the limit",
+                RawTar::new()
+                    .pax(&[("comment", &vec![b'y'; 1 << 20])])
+                    .file("f", b"")
+                    .end(),
+                "larger than the limit",
+            ),
+            (
+                "PAX record with a bad length",
+                RawTar::new()
+                    .member("x", b'x', 0o644, "", b"99 path=a\n")
+                    .file("f", b"")
+                    .end(),
+                "inconsistent",
+            ),
+        ];
+        for (what, tar, needle) in cases {
+            let e = read_all(&tar).expect_err(what);
+            assert!(e.is_bad_input(), "{what}: {e}");
+            assert!(e.to_string().contains(needle), "{what}: {e}");
+            let io = e.into_io();
+            assert!(is_bad_data(&io), "{what}: {io:?}");
+        }
+        // A failing reader is I/O, not bad input.
+        struct Failing;
+        impl Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::from_raw_os_error(28))
+            }
+        }
+        let e = TarReader::new(Failing).next_entry().unwrap_err();
+        assert!(!e.is_bad_input());
+        assert_eq!(e.into_os_io().unwrap().raw_os_error(), Some(28));
+    }
+}
