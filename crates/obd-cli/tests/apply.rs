@@ -5,6 +5,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
+use obd_tar::testutil::{header, RawTar};
 
 /// A tar built with the `tar` crate from `(path, content)` files.
 fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
@@ -117,40 +118,13 @@ fn small_layers_commit_small() {
     assert!(cat(&raw, "/etc/motd").is_empty());
 }
 
-/// A raw ustar header with a valid checksum.
-fn header(name: &[u8], typ: u8, size: u64, link: &[u8]) -> [u8; 512] {
-    let mut h = [0u8; 512];
-    h[..name.len()].copy_from_slice(name);
-    h[100..108].copy_from_slice(b"0000644\0");
-    h[108..116].copy_from_slice(b"0000000\0");
-    h[116..124].copy_from_slice(b"0000000\0");
-    h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
-    h[136..148].copy_from_slice(b"14000000000\0");
-    h[156] = typ;
-    h[157..157 + link.len()].copy_from_slice(link);
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    h[148..156].fill(b' ');
-    let sum: u32 = h.iter().map(|&b| b as u32).sum();
-    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    h
-}
-
-fn archive(blocks: &[&[u8]]) -> Vec<u8> {
-    let mut v = Vec::new();
-    for b in blocks {
-        v.extend_from_slice(b);
-        v.resize(v.len().div_ceil(512) * 512, 0);
-    }
-    v.extend_from_slice(&[0u8; 1024]);
-    v
-}
-
+/// Applies a hostile layer with `obd apply`: it must fail with exit 5 (bad input), no
+/// panic, and an error naming each of `needles`.
 fn fails_naming(tar: Vec<u8>, needles: &[&str]) {
     let mut img = Img::new();
     let o = img.layer(&tar).expect_err("a hostile layer must fail");
     let err = String::from_utf8_lossy(&o.stderr);
-    assert_ne!(o.status.code(), Some(101), "panicked: {err}");
+    assert_eq!(o.status.code(), Some(5), "not exit 5 (bad input): {err}");
     for n in needles {
         assert!(err.contains(n), "error {err:?} does not mention {n:?}");
     }
@@ -159,42 +133,161 @@ fn fails_naming(tar: Vec<u8>, needles: &[&str]) {
 #[test]
 fn hostile_layers_fail_with_the_entry_named() {
     // Truncated data.
-    let mut t = archive(&[&header(b"trunc", b'0', 100_000, b""), &[7u8; 512]]);
-    t.truncate(1024);
+    let t = RawTar::new()
+        .block(header(b"trunc", b'0', 100_000, 0o644, b""))
+        .bytes(&[7u8; 512])
+        .into_bytes();
+    fails_naming(t, &["truncated", "trunc"]);
+    // Truncated inside a header.
+    let t = RawTar::new()
+        .file("a", b"1")
+        .bytes(&[1u8; 100])
+        .into_bytes();
     fails_naming(t, &["truncated"]);
     // Bad checksum.
-    let mut h = header(b"badsum", b'0', 0, b"");
+    let mut h = header(b"badsum", b'0', 0, 0o644, b"");
     h[0] = b'B';
-    fails_naming(archive(&[&h]), &["checksum", "Badsum"]);
+    fails_naming(RawTar::new().block(h).end(), &["checksum", "Badsum"]);
     // Absurd size (8 GiB claimed, nothing there).
     fails_naming(
-        archive(&[&header(b"absurd", b'0', 0o77777777777, b"")]),
+        RawTar::new()
+            .block(header(b"absurd", b'0', 0o77777777777, 0o644, b""))
+            .end(),
         &["truncated"],
     );
     // Hard link to a missing target.
     fails_naming(
-        archive(&[&header(b"link", b'1', 0, b"missing/target")]),
+        RawTar::new()
+            .member("link", b'1', 0o644, "missing/target", b"")
+            .end(),
         &["link", "missing/target"],
     );
     // A symlink loop used as a parent directory.
     fails_naming(
-        archive(&[
-            &header(b"a", b'2', 0, b"b"),
-            &header(b"b", b'2', 0, b"a"),
-            &header(b"a/file", b'0', 0, b""),
-        ]),
+        RawTar::new()
+            .symlink("a", "b", 0o777)
+            .symlink("b", "a", 0o777)
+            .file("a/file", b"")
+            .end(),
         &["a/file"],
     );
     // A name with a NUL inside a PAX path record.
-    let rec = b"13 path=a\0bc\n";
     fails_naming(
-        archive(&[
-            &header(b"pax", b'x', rec.len() as u64, b""),
-            rec,
-            &header(b"x", b'0', 0, b""),
-        ]),
+        RawTar::new()
+            .pax(&[("path", b"a\0bc")])
+            .file("x", b"")
+            .end(),
         &["NUL"],
     );
+    // A PAX header over the 1 MiB limit.
+    fails_naming(
+        RawTar::new()
+            .pax(&[("comment", &vec![b'y'; 1 << 20])])
+            .file("x", b"")
+            .end(),
+        &["PAX header", "limit"],
+    );
+    // A 256-byte name component.
+    fails_naming(
+        RawTar::new()
+            .pax(&[("path", "n".repeat(256).as_bytes())])
+            .file("x", b"")
+            .end(),
+        &["255-byte limit"],
+    );
+    // A member larger than the 64 GiB filesystem: refused at its header, at once.
+    let t = std::time::Instant::now();
+    fails_naming(
+        RawTar::new()
+            .block(header(b"zeros", b'0', 200 << 30, 0o644, b""))
+            .into_bytes(),
+        &["\"zeros\"", "214748364800 bytes", "64.0 GiB", "--vsize"],
+    );
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+}
+
+/// The rules where containerd's unpack (Go's archive/tar, `symlink(2)`) decides: symlink
+/// modes, several extended headers before one entry, PAX global headers.
+#[test]
+fn layers_mean_what_containerd_unpacks() {
+    let mut img = Img::new();
+    let tar = RawTar::new()
+        .file("target", b"hi\n")
+        .symlink("l0", "target", 0)
+        .symlink("l0644", "target", 0o644)
+        .pax(&[("path", b"PAX1/PAX1/foo")])
+        .pax(&[("path", b"PAX2/PAX2/foo"), ("mtime", b"1000")])
+        .pax(&[("linkpath", b"PAX3")])
+        .pax(&[("comment", b"x")])
+        .symlink("bar", "tgt", 0o777)
+        .gnu_long(b'L', "first/long/name")
+        .gnu_long(b'L', "second")
+        .gnu_long(b'K', "firstlink")
+        .gnu_long(b'K', "lastlink")
+        .symlink("short", "x", 0o777)
+        .global(&[("path", b"global1"), ("mtime", b"12345")])
+        .file("file1", b"one\n")
+        .end();
+    img.layer(&tar).unwrap();
+    let raw = img.export();
+    e2fsck_clean(&raw);
+    if !have("debugfs") {
+        eprintln!("skipping the listing: no debugfs");
+        return;
+    }
+    let o = run_ok(tool("debugfs").arg("-R").arg("ls -l /").arg(&raw));
+    let listing = String::from_utf8_lossy(&o.stdout);
+    let mut got: Vec<(String, String)> = listing
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // inode mode (links) uid gid size date time name
+            (f.len() >= 9).then(|| (f[f.len() - 1].to_string(), f[1].to_string()))
+        })
+        .filter(|(n, _)| !matches!(n.as_str(), "." | ".." | "lost+found"))
+        .collect();
+    got.sort();
+    let want: Vec<(String, String)> = [
+        ("bar", "120777"),
+        ("file1", "100644"),
+        ("l0", "120777"),
+        ("l0644", "120777"),
+        ("second", "120777"),
+        ("target", "100644"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(got, want, "{listing}");
+    let o = run_ok(tool("debugfs").arg("-R").arg("stat /file1").arg(&raw));
+    let stat = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stat.contains("0x6553f100"),
+        "file1 re-dated by a global header: {stat}"
+    );
+    let o = run_ok(tool("debugfs").arg("-R").arg("stat /second").arg(&raw));
+    let stat = String::from_utf8_lossy(&o.stdout);
+    assert!(stat.contains("\"lastlink\""), "{stat}");
+}
+
+/// `obd inspect FILE | head -1`: a closed stdout is a quiet exit 0, not a panic.
+#[test]
+fn inspect_into_a_closed_pipe_exits_quietly() {
+    let mut img = Img::new();
+    img.layer(&tar_of(&[("f", b"x")])).unwrap();
+    let layer = img.p("l0");
+    let (r, w) = std::io::pipe().unwrap();
+    drop(r);
+    let o = obd()
+        .arg("inspect")
+        .arg(&layer)
+        .stdout(w)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.is_empty(), "{err}");
 }
 
 #[test]
@@ -203,15 +296,12 @@ fn escaping_paths_stay_inside() {
         return;
     }
     let mut img = Img::new();
-    let tar = archive(&[
-        &header(b"../../escape", b'0', 3, b""),
-        b"esc",
-        &header(b"/abs", b'0', 3, b""),
-        b"abs",
-        &header(b"up", b'2', 0, b"../../.."),
-        &header(b"up/through", b'0', 3, b""),
-        b"thr",
-    ]);
+    let tar = RawTar::new()
+        .file("../../escape", b"esc")
+        .file("/abs", b"abs")
+        .symlink("up", "../../..", 0o777)
+        .file("up/through", b"thr")
+        .end();
     img.layer(&tar).unwrap();
     let raw = img.export();
     e2fsck_clean(&raw);

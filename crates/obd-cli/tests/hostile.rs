@@ -374,3 +374,121 @@ fn huge_manifest_is_refused() {
         Err(e) => eprintln!("manifest-100MB-registry: the registry refused to store it ({e})"),
     }
 }
+
+/// A malformed layer tar is bad input from `convertor` too (exit 5), whatever is wrong
+/// with it; never 1 or 6.
+#[test]
+fn malformed_layer_tars_are_exit_5_from_convertor() {
+    use obd_tar::testutil::{header, RawTar};
+    let mut bad_sum = header(b"f", b'0', 0, 0o644, b"");
+    bad_sum[0] = b'g';
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "truncated member",
+            RawTar::new()
+                .block(header(b"big", b'0', 10_000, 0o644, b""))
+                .bytes(&[b'x'; 600])
+                .into_bytes(),
+            "truncated",
+        ),
+        (
+            "bad checksum",
+            RawTar::new().block(bad_sum).end(),
+            "checksum",
+        ),
+        (
+            "NUL in a PAX record",
+            RawTar::new().pax(&[("path", b"a\0b")]).file("f", b"").end(),
+            "NUL",
+        ),
+        (
+            "PAX header over the limit",
+            RawTar::new()
+                .pax(&[("comment", &vec![b'y'; 1 << 20])])
+                .file("f", b"")
+                .end(),
+            "limit",
+        ),
+        (
+            "member larger than the filesystem",
+            RawTar::new()
+                .block(header(b"zeros", b'0', 200 << 30, 0o644, b""))
+                .into_bytes(),
+            "--vsize",
+        ),
+    ];
+    for (name, tar, cause) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let (l, cfg, m) = layout(dir.path(), &[tar.clone()], &[gzip(&tar)]);
+        commit(&l, &cfg, m);
+        let (out, work) = (dir.path().join("out"), dir.path().join("work"));
+        let (o, took) = convert(&l, &out, &work, &["--db-type", "none"]);
+        assert!(took < Duration::from_secs(30), "{name}: took {took:?}");
+        refused(name, &o, 5, cause, &out);
+    }
+    // Corrupt gzip data is bad input as well.
+    let dir = tempfile::tempdir().unwrap();
+    let tar = finish_tar(Vec::new());
+    let mut g = gzip(&vec![9u8; 100_000]);
+    let n = g.len();
+    for b in &mut g[20..n - 20] {
+        *b ^= 0x33;
+    }
+    let (l, cfg, m) = layout(dir.path(), &[tar], &[g]);
+    commit(&l, &cfg, m);
+    let (out, work) = (dir.path().join("out"), dir.path().join("work"));
+    let (o, _) = convert(&l, &out, &work, &["--db-type", "none"]);
+    refused("corrupt gzip", &o, 5, "gzip", &out);
+}
+
+/// A full work directory is I/O (exit 6) and says "No space left on device". Needs a
+/// small tmpfs: skipped where mounting is not allowed.
+#[test]
+fn full_work_dir_is_exit_6_with_the_os_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=14m", "tmpfs"])
+        .arg(&small)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !mounted {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root and must be able to mount a tmpfs"
+        );
+        eprintln!("skipping: cannot mount a tmpfs here");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(small.clone());
+    // 24 MiB that do not compress: more than the tmpfs holds.
+    let mut data = vec![0u8; 24 << 20];
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for c in data.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
+    }
+    let mut t = Vec::new();
+    entry(&mut t, b'0', "random.bin", "", &data);
+    let tar = finish_tar(t);
+    let (l, cfg, m) = layout(dir.path(), &[tar.clone()], &[gzip(&tar)]);
+    commit(&l, &cfg, m);
+    let out = dir.path().join("out");
+    let (o, _) = convert(
+        &l,
+        &out,
+        &small.join("work"),
+        &["--db-type", "none", "--memory-budget", "0"],
+    );
+    refused("full work dir", &o, 6, "No space left on device", &out);
+}

@@ -269,10 +269,18 @@ fn apply_inner<D: BlockDevice>(
         stats.entries += 1;
         let name = e.display_name();
         let offset = e.header_offset;
-        let wrap = |source: obd_ext4::Error| ApplyError::Entry {
-            name: name.clone(),
-            offset,
-            source,
+        let wrap = |source: obd_ext4::Error| match source {
+            // The member's data ended early or was corrupt: the layer's fault, not I/O.
+            obd_ext4::Error::Io(e) if crate::reader::is_bad_data(&e) => ApplyError::Invalid {
+                name: name.clone(),
+                offset,
+                detail: e.to_string(),
+            },
+            source => ApplyError::Entry {
+                name: name.clone(),
+                offset,
+                source,
+            },
         };
         let comps = path::components(&e.name);
         let clean = path::clean(&e.name);
@@ -311,7 +319,7 @@ fn apply_inner<D: BlockDevice>(
                 name,
                 offset,
                 detail: format!(
-                    "member of {} bytes ({}) is larger than the whole filesystem ({} bytes, \
+                    "member of {} bytes ({}) is larger than the whole filesystem (virtual size {} bytes, \
                      {}): convert with a larger --vsize (in GiB)",
                     e.stored_size,
                     human(e.stored_size),
