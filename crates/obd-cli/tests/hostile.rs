@@ -419,7 +419,7 @@ fn malformed_layer_tars_are_exit_5_from_convertor() {
     ];
     for (name, tar, cause) in cases {
         let dir = tempfile::tempdir().unwrap();
-        let (l, cfg, m) = layout(dir.path(), &[tar.clone()], &[gzip(&tar)]);
+        let (l, cfg, m) = layout(dir.path(), std::slice::from_ref(&tar), &[gzip(&tar)]);
         commit(&l, &cfg, m);
         let (out, work) = (dir.path().join("out"), dir.path().join("work"));
         let (o, took) = convert(&l, &out, &work, &["--db-type", "none"]);
@@ -481,7 +481,7 @@ fn full_work_dir_is_exit_6_with_the_os_error() {
     let mut t = Vec::new();
     entry(&mut t, b'0', "random.bin", "", &data);
     let tar = finish_tar(t);
-    let (l, cfg, m) = layout(dir.path(), &[tar.clone()], &[gzip(&tar)]);
+    let (l, cfg, m) = layout(dir.path(), std::slice::from_ref(&tar), &[gzip(&tar)]);
     commit(&l, &cfg, m);
     let out = dir.path().join("out");
     let (o, _) = convert(
