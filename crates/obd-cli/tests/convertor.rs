@@ -552,3 +552,89 @@ fn walk(p: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Mistakes refused before any work (exit 2; the source layout, the work directory and the
+/// report path untouched): an output tag equal to the source tag in the same repository,
+/// an invalid tag, one tag for both engines, a report into a missing directory.
+#[test]
+fn mistakes_are_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = hello_layout(dir.path());
+    let src = format!("oci:{}", layout.display());
+    let index = std::fs::read(layout.join("index.json")).unwrap();
+    let work = dir.path().join("work");
+    let other = format!("oci:{}", dir.path().join("other").display());
+    let missing = dir.path().join("missing/report.json");
+    let cases: Vec<(&str, Vec<&str>, &str)> = vec![
+        (
+            "output tag = source tag",
+            vec!["-i", "amd64", "-o", "amd64"],
+            "would replace the image it converts",
+        ),
+        (
+            "same repository named as the target",
+            vec!["-i", "amd64", "-o", "amd64", "--target-repository", &src],
+            "would replace the image it converts",
+        ),
+        (
+            "invalid tag",
+            vec!["-i", "amd64", "-o", "bad:tag"],
+            "not a valid tag",
+        ),
+        (
+            "tag starting with '-'",
+            vec!["-i", "amd64", "-o=-x"],
+            "not a valid tag",
+        ),
+        (
+            "one tag for both engines",
+            vec!["-i", "amd64", "--overlaybd", "t", "--turboOCI", "t"],
+            "give them different tags",
+        ),
+        (
+            "report into a missing directory",
+            vec![
+                "-i",
+                "amd64",
+                "-o",
+                "ok",
+                "--report",
+                missing.to_str().unwrap(),
+            ],
+            "does not exist",
+        ),
+    ];
+    for (what, args, needle) in cases {
+        let o = convertor()
+            .arg("-r")
+            .arg(&src)
+            .args(&args)
+            .arg("-d")
+            .arg(&work)
+            .args(["--db-type", "none"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{what}: {err}");
+        assert!(err.contains(needle), "{what}: {err}");
+        assert_eq!(
+            std::fs::read(layout.join("index.json")).unwrap(),
+            index,
+            "{what}"
+        );
+        assert!(!work.exists(), "{what}: work dir created");
+        assert!(!missing.exists());
+    }
+    // The same tag into another repository is fine.
+    let o = convertor()
+        .arg("-r")
+        .arg(&src)
+        .args(["-i", "amd64", "-o", "amd64", "--target-repository", &other])
+        .arg("-d")
+        .arg(&work)
+        .args(["--db-type", "none"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(layout.join("index.json")).unwrap(), index);
+}

@@ -214,6 +214,65 @@ fn open_dedup(a: &Args) -> Result<Option<Arc<dyn obd_dedup::DedupDb>>> {
     }
 }
 
+/// True for a valid tag (the distribution spec: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`).
+fn valid_tag(t: &str) -> bool {
+    let b = t.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+/// Mistakes refused before any work, with exit 2 and nothing touched: an invalid output
+/// tag, an output tag that would overwrite the source image (same repository, same tag) or
+/// the other engine's output, and a `--report` whose directory does not exist.
+fn preflight(a: &Args, native: Option<&str>, turbo: Option<&str>) -> Result<()> {
+    let usage = |m: String| anyhow::Error::new(ConvertError::Unsupported(m));
+    let same_repo = a
+        .target_repository
+        .as_deref()
+        .is_none_or(|t| t.trim_end_matches('/') == a.repository.trim_end_matches('/'));
+    for (flag, tag) in [("--overlaybd/-o", native), ("--turboOCI", turbo)] {
+        let Some(tag) = tag else { continue };
+        if !valid_tag(tag) {
+            return Err(usage(format!(
+                "{flag} {tag:?} is not a valid tag: a tag is 1 to 128 characters of \
+                 [A-Za-z0-9_.-] and does not start with '.' or '-'"
+            )));
+        }
+        if same_repo && a.input_tag.as_deref() == Some(tag) {
+            return Err(usage(format!(
+                "{flag} {tag:?} is the source tag in the same repository: the conversion \
+                 would replace the image it converts; choose another output tag (e.g. \
+                 {tag}_obd) or --target-repository"
+            )));
+        }
+    }
+    if let (Some(n), Some(t)) = (native, turbo) {
+        if n == t {
+            return Err(usage(format!(
+                "--overlaybd and --turboOCI are both {n:?}: the second image would replace \
+                 the first; give them different tags"
+            )));
+        }
+    }
+    if let Some(p) = &a.report {
+        let parent = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        if !parent.is_dir() {
+            return Err(usage(format!(
+                "--report {}: the directory {} does not exist",
+                p.display(),
+                parent.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn run(a: Args, progress: Arc<dyn Progress>) -> Result<()> {
     let usage = |m: &str| anyhow::Error::new(ConvertError::Unsupported(m.to_string()));
     let reference = match (&a.input_tag, &a.input_digest) {
@@ -251,6 +310,7 @@ fn run(a: Args, progress: Arc<dyn Progress>) -> Result<()> {
     if a.vsize == 0 || a.vsize > 1 << 20 {
         return Err(usage("--vsize must be between 1 and 1048576 GB"));
     }
+    preflight(&a, native_tag.as_deref(), turbo.as_deref())?;
     let net = &a.net;
     let src = net.open(&a.repository, a.username.as_deref(), false)?;
     let dst = match &a.target_repository {
