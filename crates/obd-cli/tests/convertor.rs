@@ -638,3 +638,66 @@ fn mistakes_are_refused_before_any_work() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::read(layout.join("index.json")).unwrap(), index);
 }
+
+/// Into an `oci:` layout the output has OCI media types unless `--docker` says otherwise,
+/// so the layout tools open it (`skopeo inspect oci:DIR:TAG`, `umoci stat`).
+#[test]
+fn oci_layout_targets_get_oci_media_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = hello_layout(dir.path());
+    let out = dir.path().join("out");
+    let run = |tag: &str, extra: &[&str]| {
+        let o = convertor()
+            .arg("-r")
+            .arg(format!("oci:{}", layout.display()))
+            .arg("--target-repository")
+            .arg(format!("oci:{}", out.display()))
+            .args(["-i", "amd64", "-o", tag, "--db-type", "none", "-d"])
+            .arg(dir.path().join("tmp"))
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        layout_manifest(&out, tag)
+    };
+    let m = run("obd", &[]);
+    assert_eq!(m["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(
+        m["config"]["mediaType"],
+        "application/vnd.oci.image.config.v1+json"
+    );
+    assert_eq!(
+        m["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar"
+    );
+    let idx: Value =
+        serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
+    assert!(idx["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d["mediaType"] == "application/vnd.oci.image.manifest.v1+json"));
+    if have("skopeo") {
+        let o = run_ok(
+            std::process::Command::new("skopeo")
+                .arg("inspect")
+                .arg(format!("oci:{}:obd", out.display())),
+        );
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["Architecture"], "amd64", "{v}");
+    }
+    if have("umoci") {
+        run_ok(
+            std::process::Command::new("umoci")
+                .arg("stat")
+                .arg("--image")
+                .arg(format!("{}:obd", out.display())),
+        );
+    }
+    // --docker keeps Docker's types, as asked.
+    let m = run("obd-docker", &["--docker"]);
+    assert_eq!(
+        m["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+}

@@ -24,7 +24,7 @@ fn edge_on_the_baselayer() {
     run_ok(
         convertor()
             .args(["-r", &format!("oci:{}", src.display()), "-i", "edge"])
-            .args(["--turboOCI", "edge-turbo", "--mkfs=false"])
+            .args(["--turboOCI", "edge-turbo", "--mkfs=false", "--docker"])
             .args(["--target-repository", &format!("oci:{}", out.display())])
             .arg("-d")
             .arg(w.path().join("tmp")),

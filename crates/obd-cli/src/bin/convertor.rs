@@ -59,9 +59,13 @@ struct Args {
     /// directory used for temporary data
     #[arg(short = 'd', long, default_value = "tmp_conv")]
     dir: PathBuf,
-    /// export image with oci spec
-    #[arg(long)]
+    /// export image with oci spec (the default when the target is an `oci:` layout)
+    #[arg(long, conflicts_with = "docker")]
     oci: bool,
+    /// export image with Docker media types, also into an `oci:` layout (which other tools
+    /// such as skopeo and umoci may then not open)
+    #[arg(long, conflicts_with = "referrer")]
+    docker: bool,
     /// filesystem type of converted image.
     #[arg(long, default_value = "ext4")]
     fstype: String,
@@ -214,6 +218,14 @@ fn open_dedup(a: &Args) -> Result<Option<Arc<dyn obd_dedup::DedupDb>>> {
     }
 }
 
+/// OCI media types with `--oci` or `--referrer`, and by default into an `oci:` layout
+/// (whose readers, skopeo and umoci among them, expect them); Docker's otherwise, or with
+/// `--docker`.
+fn oci_types(a: &Args) -> bool {
+    let target = a.target_repository.as_deref().unwrap_or(&a.repository);
+    a.oci || a.referrer || (!a.docker && target.starts_with("oci:"))
+}
+
 /// True for a valid tag (the distribution spec: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`).
 fn valid_tag(t: &str) -> bool {
     let b = t.as_bytes();
@@ -329,9 +341,7 @@ fn run(a: Args, progress: Arc<dyn Progress>) -> Result<()> {
         native: NativeOptions {
             mkfs: a.mkfs,
             vsize_gb: a.vsize,
-            flavor: Flavor {
-                oci: a.oci || a.referrer,
-            },
+            flavor: Flavor { oci: oci_types(&a) },
             referrer: a.referrer,
             disable_sparse: a.disable_sparse,
             zfile: ZFileOptions {
