@@ -701,3 +701,53 @@ fn oci_layout_targets_get_oci_media_types() {
         "application/vnd.docker.distribution.manifest.v2+json"
     );
 }
+
+/// `--platform all` (the default) converts every platform; a platform the index does not
+/// have is an error listing the ones it has, and nothing is tagged.
+#[test]
+fn platform_all_and_a_platform_the_index_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = hello_layout(dir.path());
+    let out = dir.path().join("out");
+    let run = |tag: &str, platform: &str| {
+        convertor()
+            .arg("-r")
+            .arg(format!("oci:{}", layout.display()))
+            .arg("--target-repository")
+            .arg(format!("oci:{}", out.display()))
+            .args([
+                "-i",
+                "multi-arch",
+                "-o",
+                tag,
+                "--db-type",
+                "none",
+                "--platform",
+            ])
+            .arg(platform)
+            .arg("-d")
+            .arg(dir.path().join("tmp"))
+            .output()
+            .unwrap()
+    };
+    let o = run("none", "linux/sparc");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("--platform linux/sparc matches no manifest"),
+        "{err}"
+    );
+    for p in ["linux/amd64", "linux/arm64/v8", "linux/s390x"] {
+        assert!(err.contains(p), "{p} not listed: {err}");
+    }
+    let idx = std::fs::read_to_string(out.join("index.json")).unwrap_or_default();
+    assert!(!idx.contains("\"none\""), "tagged: {idx}");
+    let o = run("all", "all");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let src: Value = layout_manifest(&layout, "multi-arch");
+    let conv: Value = layout_manifest(&out, "all");
+    assert_eq!(
+        conv["manifests"].as_array().unwrap().len(),
+        src["manifests"].as_array().unwrap().len()
+    );
+}

@@ -194,6 +194,7 @@ impl Ctx<'_> {
     fn index(&self, desc: &Desc, mt: &str, mut v: Value) -> Result<(Desc, Vec<u8>)> {
         let entries: Vec<Value> = v["manifests"].as_array().cloned().unwrap_or_default();
         let mut keep = Vec::new();
+        let mut offered: Vec<String> = Vec::new();
         for e in entries {
             let d = e["digest"].as_str().unwrap_or_default().to_string();
             if image::is_attestation(&e) {
@@ -212,6 +213,9 @@ impl Ctx<'_> {
                 e["mediaType"].as_str(),
                 Some(image::OCI_INDEX) | Some(image::DOCKER_LIST)
             );
+            if !is_index {
+                offered.push(plat.clone().unwrap_or_else(|| "no platform".into()));
+            }
             if !self.opts.platforms.is_empty() && !is_index {
                 let ok = plat
                     .as_ref()
@@ -229,6 +233,14 @@ impl Ctx<'_> {
                 }
             }
             keep.push(e);
+        }
+        if keep.is_empty() && !self.opts.platforms.is_empty() && !offered.is_empty() {
+            return Err(ConvertError::NotFound(format!(
+                "--platform {} matches no manifest of index {}; it has {}",
+                self.opts.platforms.join(","),
+                desc.digest,
+                offered.join(", ")
+            )));
         }
         if keep.is_empty() {
             return Err(ConvertError::NotFound(format!(

@@ -110,8 +110,13 @@ struct Args {
     /// dump manifest
     #[arg(long = "dump-manifest")]
     dump_manifest: bool,
-    /// only convert these platforms of an index (os/arch[/variant]; repeatable or comma-separated)
-    #[arg(long, value_delimiter = ',')]
+    /// only convert these platforms of an index (os/arch[/variant]; repeatable or comma-separated); `all` (the default) converts every platform
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "PLATFORM",
+        default_value = "all"
+    )]
     platform: Vec<String>,
     /// push the result to this repository instead of the source one (`oci:DIR` too)
     #[arg(long = "target-repository")]
@@ -358,7 +363,11 @@ fn run(a: Args, progress: Arc<dyn Progress>) -> Result<()> {
         },
         work_dir: run_dir.clone(),
         concurrency: a.concurrency_limit,
-        platforms: a.platform.clone(),
+        platforms: if a.platform.iter().any(|p| p == "all") {
+            Vec::new()
+        } else {
+            a.platform.clone()
+        },
         dedup: Default::default(),
         engine: Engine::Native,
     };
