@@ -1,5 +1,6 @@
 //! Shared plumbing of the obdconv command-line tools: exit codes and logging set-up.
 
+pub mod docs;
 pub mod net;
 pub mod progress;
 

@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::reg::{conv, seed};
+use common::reg::{conv, conv_env, seed};
 use common::*;
 use obd_registry::testutil::{RegistryKind, TestRegistry};
 use obd_registry::Client;
@@ -749,5 +749,91 @@ fn platform_all_and_a_platform_the_index_lacks() {
     assert_eq!(
         conv["manifests"].as_array().unwrap().len(),
         src["manifests"].as_array().unwrap().len()
+    );
+}
+
+/// Proxy variables pointing at a dead port: a registry on a loopback address is reached
+/// directly (as Go's net/http does), over plain HTTP and TLS alike; a registry that is not
+/// on loopback goes through the proxy, and the error names it.
+#[test]
+fn loopback_registries_are_never_proxied() {
+    let dead = "http://127.0.0.1:9";
+    let env = [
+        ("HTTP_PROXY", dead),
+        ("HTTPS_PROXY", dead),
+        ("http_proxy", dead),
+        ("https_proxy", dead),
+        ("NO_PROXY", ""),
+    ];
+    for kind in [RegistryKind::Plain, RegistryKind::TlsBasic] {
+        let Some(reg) = TestRegistry::start_or_skip(kind) else {
+            return;
+        };
+        let c = reg.client();
+        let dir = tempfile::tempdir().unwrap();
+        let layout = hello_layout(dir.path());
+        seed(&layout, "amd64", &c, "lib/hello");
+        let repo = reg.reference("lib/hello");
+        assert!(repo.starts_with("127.0.0.1:"), "{repo}");
+        let o = conv_env(
+            &reg,
+            &[
+                "-r",
+                &repo,
+                "-i",
+                "amd64",
+                "-o",
+                "via-loopback",
+                "--db-type",
+                "none",
+            ],
+            &env,
+        );
+        assert!(
+            o.status.success(),
+            "{kind:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        // `localhost` too.
+        let local = repo.replacen("127.0.0.1", "localhost", 1);
+        if kind == RegistryKind::Plain {
+            let o = conv_env(
+                &reg,
+                &[
+                    "-r",
+                    &local,
+                    "-i",
+                    "amd64",
+                    "-o",
+                    "via-localhost",
+                    "--db-type",
+                    "none",
+                ],
+                &env,
+            );
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
+    }
+    // A host that is not loopback goes through the (dead) proxy: the error names it.
+    let o = convertor()
+        .envs(env)
+        .args([
+            "--plain",
+            "-r",
+            "registry.invalid:5000/lib/hello",
+            "-i",
+            "t",
+            "-o",
+            "u",
+        ])
+        .args(["--db-type", "none", "-d"])
+        .arg(tempfile::tempdir().unwrap().path().join("w"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(6), "{err}");
+    assert!(
+        err.contains("through the proxy http://127.0.0.1:9/"),
+        "{err}"
     );
 }

@@ -195,3 +195,35 @@ fn exit_codes_tell_failures_apart() {
     );
     assert_eq!(code(&mut convertor()), 2);
 }
+
+/// `--version` names the commit; completions and man pages come from the clap
+/// definitions of both binaries; `--help` ends with examples.
+#[test]
+fn version_completions_man_pages_and_examples() {
+    for (name, mut cmd) in [("convertor", convertor()), ("obd", obd())] {
+        let o = run_ok(cmd.arg("--version"));
+        let v = String::from_utf8_lossy(&o.stdout);
+        assert!(v.starts_with(&format!("{name} 0.")), "{v}");
+        assert!(v.contains('(') && v.contains(')'), "no commit: {v}");
+        let mk = || if name == "obd" { obd() } else { convertor() };
+        for (shell, needle) in [
+            ("bash", "complete -F"),
+            ("zsh", "#compdef"),
+            ("fish", "complete -c"),
+        ] {
+            let o = run_ok(mk().args(["completion", shell]));
+            let s = String::from_utf8_lossy(&o.stdout);
+            assert!(s.contains(needle), "{name} {shell}: {s}");
+        }
+        let o = run_ok(mk().arg("man"));
+        let man = String::from_utf8_lossy(&o.stdout);
+        assert!(man.contains(".TH"), "{name}: {man}");
+        let o = run_ok(mk().arg("--help"));
+        let help = String::from_utf8_lossy(&o.stdout);
+        assert!(help.contains("Examples:"), "{name}: {help}");
+        // An unknown shell is a usage error.
+        let o = mk().args(["completion", "tcsh"]).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{name}");
+    }
+    assert!(String::from_utf8_lossy(&run_ok(convertor().arg("man")).stdout).contains("turboOCI"));
+}

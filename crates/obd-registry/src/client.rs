@@ -357,6 +357,11 @@ fn transport_error(e: reqwest::Error, url: &Url, deadline: Deadline) -> (Error, 
     if let Some(note) = timeout_note {
         detail = format!("{note}: {detail}");
     }
+    if let Some(p) = crate::proxy::for_url(url) {
+        // Name the proxy: it, not the registry, may be what failed (HTTPS_PROXY/HTTP_PROXY;
+        // NO_PROXY sends a host direct).
+        detail = format!("through the proxy {p} (from HTTPS_PROXY/HTTP_PROXY): {detail}");
+    }
     if tls_err {
         (
             Error::Tls {
@@ -795,6 +800,7 @@ impl Client {
                 .connect_timeout(opts.connect_timeout)
                 .timeout(timeout)
                 .pool_max_idle_per_host(32)
+                .proxy(crate::proxy::reqwest_proxy())
                 .http1_only()
                 .redirect(reqwest::redirect::Policy::limited(10))
                 .build()

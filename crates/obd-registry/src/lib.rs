@@ -42,6 +42,7 @@
 mod auth;
 mod client;
 mod error;
+mod proxy;
 mod reference;
 mod tls;
 mod types;

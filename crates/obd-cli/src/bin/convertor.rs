@@ -30,12 +30,21 @@ converted config keeps every field of the source config, nested index entries ke
 platform and annotations, and SIGINT/SIGTERM remove the work directory and leave the target
 tag untouched.";
 
+const EXAMPLES: &str = "Examples:
+  convertor -r registry.example.com/ns/app -u user:pass -i v1 -o v1_obd
+  convertor -r registry.example.com/ns/app -i v1 --turboOCI v1_turbo --fstype erofs
+  convertor -r oci:./layout -i v1 -o v1_obd --target-repository oci:./out
+  convertor -r oci:./in -i multi -o multi_obd --platform linux/amd64,linux/arm64
+  convertor completion bash > /etc/bash_completion.d/convertor
+  convertor man > convertor.1";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "convertor",
-    version,
+    version = obd_cli::docs::VERSION,
     about = "An image conversion tool from oci image to overlaybd image.",
-    long_about = LONG_ABOUT
+    long_about = LONG_ABOUT,
+    after_help = EXAMPLES
 )]
 struct Args {
     /// repository for converting image (required); `oci:DIR` for an OCI image layout
@@ -139,7 +148,32 @@ struct Args {
     memory_budget: u64,
 }
 
+/// `convertor completion SHELL`: the completion script of `convertor` for SHELL.
+#[derive(Parser, Debug)]
+#[command(name = "convertor completion")]
+struct CompletionArgs {
+    /// bash, zsh, fish, elvish or powershell
+    shell: clap_complete::Shell,
+}
+
+/// `convertor completion SHELL` and `convertor man`, before the conversion flags are parsed
+/// (upstream's cobra CLI has a `completion` command too).
+fn docs_commands() {
+    use clap::CommandFactory;
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let r = match argv.get(1).and_then(|a| a.to_str()) {
+        Some("completion") => {
+            let c = CompletionArgs::parse_from(&argv[1..]);
+            obd_cli::docs::print_completion(Args::command(), c.shell)
+        }
+        Some("man") if argv.len() == 2 => obd_cli::docs::print_man(Args::command()),
+        _ => return,
+    };
+    obd_cli::run_main(|| r)
+}
+
 fn main() {
+    docs_commands();
     let args = Args::parse();
     // Bars only on a terminal; elsewhere one log line per finished stage.
     let progress: Arc<dyn Progress> =

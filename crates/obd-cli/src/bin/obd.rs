@@ -18,11 +18,20 @@ use obd_format::uuid::Uuid;
 use obd_format::zfile::{Algorithm, ZFileOptions};
 use obd_format::ReadAt;
 
+const EXAMPLES: &str = "Examples:
+  obd create data index 64 && obd apply --mkfs layer.tar config.json
+  obd commit -z -t data index layer.obd
+  obd inspect layer.obd
+  obd export-raw config.json disk.img && e2fsck -fn disk.img
+  obd check --source oci:./in --source-ref v1 --converted-ref v1_obd
+  obd completion zsh > _obd";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "obd",
-    version,
-    about = "overlaybd layer toolbox (create, commit, zfile, inspect, export-raw)"
+    version = obd_cli::docs::VERSION,
+    about = "overlaybd layer toolbox (create, commit, zfile, inspect, export-raw)",
+    after_help = EXAMPLES
 )]
 struct Cli {
     /// Verbose logging.
@@ -171,6 +180,10 @@ enum Cmd {
     ExportRaw { config: PathBuf, out: PathBuf },
     /// Say what a file is and print its headers and index statistics as JSON.
     Inspect { file: PathBuf },
+    /// Print the shell completion script of `obd` (bash, zsh, fish, elvish, powershell).
+    Completion { shell: clap_complete::Shell },
+    /// Print the man page of `obd` (roff).
+    Man,
     /// Compare a converted image's filesystem with its source image's merged layers,
     /// without mounting. Prints `identical: N entries` per platform or the differences.
     /// Exit status: 0 identical, 1 differences found, other codes (2-6) when the check
@@ -494,6 +507,10 @@ fn run(cmd: Cmd) -> Result<()> {
             export_raw(&stack, &out)
         }
         Cmd::Check(a) => check_main(a),
+        Cmd::Completion { shell } => {
+            obd_cli::docs::print_completion(<Cli as clap::CommandFactory>::command(), shell)
+        }
+        Cmd::Man => obd_cli::docs::print_man(<Cli as clap::CommandFactory>::command()),
         Cmd::Inspect { file } => {
             let v = detect::inspect(&file)?;
             obd_cli::print_out(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;

@@ -78,7 +78,13 @@ pub fn copy_manifest(
 }
 
 pub fn conv(reg: &TestRegistry, args: &[&str]) -> Output {
+    conv_env(reg, args, &[])
+}
+
+/// [`conv`] with extra environment variables.
+pub fn conv_env(reg: &TestRegistry, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = convertor();
+    c.envs(env.iter().copied());
     if reg.options().plain_http {
         c.arg("--plain");
     }
