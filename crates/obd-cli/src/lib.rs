@@ -1,6 +1,8 @@
-//! Shared plumbing of the obdconv command-line tools: exit codes and logging set-up.
+//! Shared plumbing of the obdconv command-line tools: exit codes, errors on stderr and
+//! stdout writes; logging set-up ([`logging`]), completions and man pages ([`docs`]).
 
 pub mod docs;
+pub mod logging;
 pub mod net;
 pub mod progress;
 
@@ -107,25 +109,6 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         }
     }
     exit::FAILURE
-}
-
-/// Logs to stderr; `RUST_LOG` overrides the level chosen by `verbose`.
-pub fn init_logging(verbose: bool) {
-    init_logging_above(verbose, None);
-}
-
-/// Like [`init_logging`], printing above progress bars when there are some.
-pub fn init_logging_above(verbose: bool, bars: Option<indicatif::MultiProgress>) {
-    let default = if verbose { "debug" } else { "info" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    let _ = match bars {
-        Some(mp) => b.with_writer(progress::AboveBars(mp)).try_init(),
-        None => b.with_writer(std::io::stderr).try_init(),
-    };
 }
 
 /// The error and its causes as one line, `a: b: c`, leaving out a cause whose text the

@@ -837,3 +837,52 @@ fn loopback_registries_are_never_proxied() {
         "{err}"
     );
 }
+
+/// Logs for CI: `--log-format json` is one JSON object per line, `-q` prints nothing but
+/// errors, and no colour codes reach a stderr that is not a terminal.
+#[test]
+fn log_formats_quiet_and_no_colour_off_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = hello_layout(dir.path());
+    let run = |tag: &str, extra: &[&str]| {
+        let o = convertor()
+            .arg("-r")
+            .arg(format!("oci:{}", layout.display()))
+            .arg("--target-repository")
+            .arg(format!("oci:{}", dir.path().join("out").display()))
+            .args(["-i", "amd64", "-o", tag, "--db-type", "none", "-d"])
+            .arg(dir.path().join("tmp"))
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stderr).unwrap()
+    };
+    let text = run("text", &[]);
+    assert!(text.contains("INFO"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes off a terminal: {text:?}"
+    );
+    let json = run("json", &["--log-format", "json"]);
+    let mut n = 0;
+    for line in json.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+        n += 1;
+    }
+    assert!(n > 2, "{json}");
+    assert!(json.contains("converted to"), "{json}");
+    let quiet = run("quiet", &["-q"]);
+    assert!(quiet.trim().is_empty(), "-q printed: {quiet}");
+    // Errors still show with -q.
+    let o = convertor()
+        .args(["-q", "-r", "oci:/nonexistent-layout", "-i", "a", "-o", "b"])
+        .output()
+        .unwrap();
+    assert_ne!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("error:"));
+}

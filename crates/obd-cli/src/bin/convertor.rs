@@ -53,9 +53,8 @@ struct Args {
     /// user[:password] Registry user and password
     #[arg(short = 'u', long)]
     username: Option<String>,
-    /// show debug log
-    #[arg(long)]
-    verbose: bool,
+    #[command(flatten)]
+    log: obd_cli::logging::LogArgs,
     /// tag for image converting from (required when input-digest is not set)
     #[arg(short = 'i', long = "input-tag")]
     input_tag: Option<String>,
@@ -176,15 +175,14 @@ fn main() {
     docs_commands();
     let args = Args::parse();
     // Bars only on a terminal; elsewhere one log line per finished stage.
-    let progress: Arc<dyn Progress> =
-        if std::io::IsTerminal::is_terminal(&std::io::stderr()) && !args.no_progress {
-            let bars = Bars::new();
-            obd_cli::init_logging_above(args.verbose, Some(bars.multi()));
-            bars
-        } else {
-            obd_cli::init_logging(args.verbose);
-            Arc::new(Lines)
-        };
+    let progress: Arc<dyn Progress> = if args.log.bars_allowed() && !args.no_progress {
+        let bars = Bars::new();
+        obd_cli::logging::init(&args.log, Some(bars.multi()));
+        bars
+    } else {
+        obd_cli::logging::init(&args.log, None);
+        Arc::new(Lines)
+    };
     match run(args, progress) {
         Ok(()) => std::process::exit(0),
         Err(e) => {

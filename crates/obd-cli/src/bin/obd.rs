@@ -34,9 +34,8 @@ const EXAMPLES: &str = "Examples:
     after_help = EXAMPLES
 )]
 struct Cli {
-    /// Verbose logging.
-    #[arg(long, global = true)]
-    verbose: bool,
+    #[command(flatten)]
+    log: obd_cli::logging::LogArgs,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -289,7 +288,7 @@ fn create_out(path: &Path, force: bool) -> Result<File> {
 
 fn main() {
     let cli = Cli::parse();
-    obd_cli::init_logging(cli.verbose);
+    obd_cli::logging::init(&cli.log, None);
     obd_cli::run_main(|| run(cli.cmd))
 }
 
