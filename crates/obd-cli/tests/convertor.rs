@@ -886,3 +886,51 @@ fn log_formats_quiet_and_no_colour_off_a_terminal() {
     assert_ne!(o.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&o.stderr).contains("error:"));
 }
+
+/// A source that is already overlaybd or TurboOCI is refused before any work (exit 2, the
+/// target untouched); with `--skip-converted` it is exit 0 saying so.
+#[test]
+fn already_converted_sources_are_refused_or_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = hello_layout(dir.path());
+    let out = dir.path().join("out");
+    let conv_layout = |src: &Path, input: &str, extra: &[&str]| {
+        convertor()
+            .arg("-r")
+            .arg(format!("oci:{}", src.display()))
+            .arg("--target-repository")
+            .arg(format!("oci:{}", out.display()))
+            .args(["-i", input, "--db-type", "none", "-d"])
+            .arg(dir.path().join("tmp"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    for (tag, flags) in [
+        ("native", ["-o", "native"]),
+        ("turbo", ["--turboOCI", "turbo"]),
+    ] {
+        let o = conv_layout(&layout, "multi-arch", &flags);
+        assert!(
+            o.status.success(),
+            "{tag}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    for (tag, kind) in [("native", "overlaybd"), ("turbo", "TurboOCIv1")] {
+        let index = std::fs::read(out.join("index.json")).unwrap();
+        let o = conv_layout(&out, tag, &["-o", "again"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{tag}: {err}");
+        assert!(
+            err.contains(&format!("is already converted ({kind}")),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(out.join("index.json")).unwrap(), index);
+        let o = conv_layout(&out, tag, &["-o", "again", "--skip-converted"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{tag}: {err}");
+        assert!(err.contains("nothing to do (--skip-converted)"), "{err}");
+        assert_eq!(std::fs::read(out.join("index.json")).unwrap(), index);
+    }
+}

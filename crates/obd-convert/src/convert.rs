@@ -315,3 +315,43 @@ fn platform_matches(want: &str, have: &str) -> bool {
             && have.starts_with(want)
             && have[want.len()..].starts_with('/'))
 }
+
+/// Layer annotations that only converted images carry (native and TurboOCI).
+const CONVERTED_ANNOTATION: &str = "containerd.io/snapshot/overlaybd/version";
+
+/// What an already-converted source is: `Some("overlaybd")` or `Some("TurboOCIv1")` when a
+/// manifest of `reference` (an index's children too) has layers carrying the overlaybd
+/// annotations, `None` for an ordinary image. Reads manifests only.
+pub fn already_converted(src: &dyn Store, reference: &str) -> Result<Option<&'static str>> {
+    let desc = src.resolve(reference)?;
+    let mut todo = vec![desc];
+    let mut seen = 0;
+    while let Some(d) = todo.pop() {
+        seen += 1;
+        if seen > 1024 {
+            break;
+        }
+        let bytes = src.fetch_manifest(&d)?;
+        let v: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ConvertError::BadInput(format!("{}: {e}", d.digest)))?;
+        if let Some(children) = v["manifests"].as_array() {
+            todo.extend(
+                children
+                    .iter()
+                    .filter(|c| !image::is_attestation(c))
+                    .map(Desc::from_json),
+            );
+            continue;
+        }
+        for l in v["layers"].as_array().into_iter().flatten() {
+            if let Some(ver) = l["annotations"][CONVERTED_ANNOTATION].as_str() {
+                return Ok(Some(if ver.contains("turbo") {
+                    "TurboOCIv1"
+                } else {
+                    "overlaybd"
+                }));
+            }
+        }
+    }
+    Ok(None)
+}

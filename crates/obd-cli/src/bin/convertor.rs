@@ -138,6 +138,10 @@ struct Args {
     /// write a JSON report of the conversion to this file
     #[arg(long)]
     report: Option<PathBuf>,
+    /// when the source image is already overlaybd or TurboOCI, say so and exit 0 instead of
+    /// refusing it (exit 2)
+    #[arg(long = "skip-converted")]
+    skip_converted: bool,
     /// no progress bars, even on a terminal (log lines instead)
     #[arg(long = "no-progress")]
     no_progress: bool,
@@ -362,6 +366,23 @@ fn run(a: Args, progress: Arc<dyn Progress>) -> Result<()> {
     preflight(&a, native_tag.as_deref(), turbo.as_deref())?;
     let net = &a.net;
     let src = net.open(&a.repository, a.username.as_deref(), false)?;
+    // An image that is already converted is refused before any work (its manifests are
+    // read, nothing else): converting it again would wrap block layers in block layers.
+    if let Some(kind) = obd_convert::already_converted(src.as_ref(), &reference)? {
+        if a.skip_converted {
+            tracing::info!(
+                "{} {reference} is already converted ({kind}): nothing to do (--skip-converted)",
+                a.repository
+            );
+            return Ok(());
+        }
+        return Err(usage(&format!(
+            "{} {reference} is already converted ({kind}: its layers carry the overlaybd \
+             annotations): convert its original image instead, or pass --skip-converted to \
+             exit 0 without converting",
+            a.repository
+        )));
+    }
     let dst = match &a.target_repository {
         Some(t) => net.open(
             t,
