@@ -126,9 +126,17 @@ fn read_json(path: &Path) -> Result<Value> {
         .map_err(|e| ConvertError::BadInput(format!("{}: {e}", path.display())))
 }
 
+/// A temporary name beside `path`, unique in this process and across processes: threads
+/// storing the same blob at once (two platforms sharing a layer) must not share one.
+fn temp_path(path: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    path.with_extension(format!("tmp-{}-{n}", std::process::id()))
+}
+
 /// Writes `bytes` to `path` through a temporary file and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let tmp = temp_path(path);
     std::fs::write(&tmp, bytes)
         .map_err(|e| ConvertError::io(format!("writing {}", tmp.display()), e))?;
     std::fs::rename(&tmp, path)
@@ -269,7 +277,7 @@ impl Store for OciLayout {
         if std::fs::metadata(&dst).is_ok_and(|m| m.len() == size) {
             return Ok(());
         }
-        let tmp = dst.with_extension(format!("tmp-{}", std::process::id()));
+        let tmp = temp_path(&dst);
         // A hard link when on the same filesystem, else a copy.
         if std::fs::hard_link(path, &tmp).is_err() {
             std::fs::copy(path, &tmp).map_err(|e| {
@@ -313,5 +321,46 @@ impl Store for OciLayout {
             &self.dir.join("index.json"),
             serde_json::to_string_pretty(&idx).unwrap().as_bytes(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two platforms sharing a layer store the same blob at once: every push succeeds and
+    /// no temporary file is left.
+    #[test]
+    fn concurrent_pushes_of_one_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = vec![42u8; 1 << 20];
+        let d = digest::sha256(&data);
+        let srcs: Vec<PathBuf> = (0..8)
+            .map(|i| {
+                let p = dir.path().join(format!("src{i}"));
+                std::fs::write(&p, &data).unwrap();
+                p
+            })
+            .collect();
+        for round in 0..20 {
+            let root = dir.path().join(format!("l{round}"));
+            let layout = OciLayout::open(&root, true).unwrap();
+            let start = std::sync::Barrier::new(srcs.len());
+            std::thread::scope(|s| {
+                for p in &srcs {
+                    let (layout, d, start) = (&layout, &d, &start);
+                    s.spawn(move || {
+                        start.wait();
+                        layout.push_blob(p, d, 1 << 20).unwrap()
+                    });
+                }
+            });
+            assert_eq!(layout.has_blob(&d).unwrap(), Some(1 << 20));
+            let names: Vec<_> = std::fs::read_dir(root.join("blobs/sha256"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names.len(), 1, "{names:?}");
+        }
     }
 }
