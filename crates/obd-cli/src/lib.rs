@@ -57,14 +57,10 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         }
         // A layer tar: its own faults are bad input, whatever reading it hit is I/O.
         if let Some(a) = cause.downcast_ref::<obd_tar::ApplyError>() {
-            return match a {
-                obd_tar::ApplyError::Tar(obd_tar::TarError::Io(io))
-                | obd_tar::ApplyError::Io(io)
-                | obd_tar::ApplyError::Entry {
-                    source: obd_ext4::Error::Io(io),
-                    ..
-                } if !obd_tar::reader::is_bad_data(io) => exit::IO,
-                _ => exit::BAD_INPUT,
+            return if a.is_bad_input() {
+                exit::BAD_INPUT
+            } else {
+                exit::IO
             };
         }
         if let Some(t) = cause.downcast_ref::<obd_tar::TarError>() {

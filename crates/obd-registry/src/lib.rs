@@ -56,5 +56,5 @@ pub use client::{
     DEFAULT_MIN_UPLOAD_RATE, DEFAULT_READ_TIMEOUT,
 };
 pub use error::{Error, Result};
-pub use reference::{api_host, validate_digest, validate_repository, Reference};
+pub use reference::{api_host, valid_tag, validate_digest, validate_repository, Reference};
 pub use types::*;

@@ -57,7 +57,8 @@ pub fn validate_digest(d: &str) -> Result<()> {
     Ok(())
 }
 
-fn valid_tag(t: &str) -> bool {
+/// True for a valid tag (the distribution spec: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`).
+pub fn valid_tag(t: &str) -> bool {
     let b = t.as_bytes();
     !b.is_empty()
         && b.len() <= 128

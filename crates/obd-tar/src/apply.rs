@@ -55,13 +55,16 @@ impl ApplyError {
     /// The error of local or network I/O behind this failure, or `Err(self)` when the layer
     /// itself is at fault (malformed, truncated or corrupt, or holding what ext4 cannot).
     pub fn into_io(self) -> Result<io::Error, Self> {
+        if self.is_bad_input() {
+            return Err(self);
+        }
         match self {
-            ApplyError::Tar(t) => t.into_os_io().map_err(ApplyError::Tar),
-            ApplyError::Io(e) if !crate::reader::is_bad_data(&e) => Ok(e),
-            ApplyError::Entry {
+            ApplyError::Tar(TarError::Io(e))
+            | ApplyError::Io(e)
+            | ApplyError::Entry {
                 source: obd_ext4::Error::Io(e),
                 ..
-            } if !crate::reader::is_bad_data(&e) => Ok(e),
+            } => Ok(e),
             other => Err(other),
         }
     }

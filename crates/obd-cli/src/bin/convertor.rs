@@ -267,16 +267,6 @@ fn oci_types(a: &Args) -> bool {
     a.oci || a.referrer || (!a.docker && target.starts_with("oci:"))
 }
 
-/// True for a valid tag (the distribution spec: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`).
-fn valid_tag(t: &str) -> bool {
-    let b = t.as_bytes();
-    !b.is_empty()
-        && b.len() <= 128
-        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter()
-            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
-}
-
 /// Mistakes refused before any work, with exit 2 and nothing touched: an invalid output
 /// tag, an output tag that would overwrite the source image (same repository, same tag) or
 /// the other engine's output, and a `--report` whose directory does not exist.
@@ -288,7 +278,7 @@ fn preflight(a: &Args, native: Option<&str>, turbo: Option<&str>) -> Result<()> 
         .is_none_or(|t| t.trim_end_matches('/') == a.repository.trim_end_matches('/'));
     for (flag, tag) in [("--overlaybd/-o", native), ("--turboOCI", turbo)] {
         let Some(tag) = tag else { continue };
-        if !valid_tag(tag) {
+        if !obd_registry::valid_tag(tag) {
             return Err(usage(format!(
                 "{flag} {tag:?} is not a valid tag: a tag is 1 to 128 characters of \
                  [A-Za-z0-9_.-] and does not start with '.' or '-'"
