@@ -341,13 +341,8 @@ fn oci_layout_to_oci_layout_with_baselayer() {
     let dir = tempfile::tempdir().unwrap();
     let layout = hello_layout(dir.path());
     let out = dir.path().join("out");
-    let o = convertor()
-        .arg("-r")
-        .arg(format!("oci:{}", layout.display()))
-        .arg("--target-repository")
-        .arg(format!("oci:{}", out.display()))
-        .args(["-i", "amd64", "-o", "base-obd", "--mkfs", "false", "-d"])
-        .arg(dir.path().join("tmp"))
+    let o = layout_convertor(&layout, &out, &dir.path().join("tmp"))
+        .args(["-i", "amd64", "-o", "base-obd", "--mkfs", "false"])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -505,11 +500,7 @@ fn no_upload_pushes_nothing_and_dump_manifest_keeps_json() {
     let layout = hello_layout(dir.path());
     let out = dir.path().join("out");
     let tmp = dir.path().join("tmp");
-    let o = convertor()
-        .arg("-r")
-        .arg(format!("oci:{}", layout.display()))
-        .arg("--target-repository")
-        .arg(format!("oci:{}", out.display()))
+    let o = layout_convertor(&layout, &out, &tmp)
         .args([
             "-i",
             "multi-arch",
@@ -518,9 +509,7 @@ fn no_upload_pushes_nothing_and_dump_manifest_keeps_json() {
             "--no-upload",
             "--dump-manifest",
             "--reserve",
-            "-d",
         ])
-        .arg(&tmp)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -647,13 +636,8 @@ fn oci_layout_targets_get_oci_media_types() {
     let layout = hello_layout(dir.path());
     let out = dir.path().join("out");
     let run = |tag: &str, extra: &[&str]| {
-        let o = convertor()
-            .arg("-r")
-            .arg(format!("oci:{}", layout.display()))
-            .arg("--target-repository")
-            .arg(format!("oci:{}", out.display()))
-            .args(["-i", "amd64", "-o", tag, "--db-type", "none", "-d"])
-            .arg(dir.path().join("tmp"))
+        let o = layout_convertor(&layout, &out, &dir.path().join("tmp"))
+            .args(["-i", "amd64", "-o", tag, "--db-type", "none"])
             .args(extra)
             .output()
             .unwrap();
@@ -710,23 +694,9 @@ fn platform_all_and_a_platform_the_index_lacks() {
     let layout = hello_layout(dir.path());
     let out = dir.path().join("out");
     let run = |tag: &str, platform: &str| {
-        convertor()
-            .arg("-r")
-            .arg(format!("oci:{}", layout.display()))
-            .arg("--target-repository")
-            .arg(format!("oci:{}", out.display()))
-            .args([
-                "-i",
-                "multi-arch",
-                "-o",
-                tag,
-                "--db-type",
-                "none",
-                "--platform",
-            ])
-            .arg(platform)
-            .arg("-d")
-            .arg(dir.path().join("tmp"))
+        layout_convertor(&layout, &out, &dir.path().join("tmp"))
+            .args(["-i", "multi-arch", "-o", tag, "--db-type", "none"])
+            .args(["--platform", platform])
             .output()
             .unwrap()
     };
@@ -845,13 +815,8 @@ fn log_formats_quiet_and_no_colour_off_a_terminal() {
     let dir = tempfile::tempdir().unwrap();
     let layout = hello_layout(dir.path());
     let run = |tag: &str, extra: &[&str]| {
-        let o = convertor()
-            .arg("-r")
-            .arg(format!("oci:{}", layout.display()))
-            .arg("--target-repository")
-            .arg(format!("oci:{}", dir.path().join("out").display()))
-            .args(["-i", "amd64", "-o", tag, "--db-type", "none", "-d"])
-            .arg(dir.path().join("tmp"))
+        let o = layout_convertor(&layout, &dir.path().join("out"), &dir.path().join("tmp"))
+            .args(["-i", "amd64", "-o", tag, "--db-type", "none"])
             .args(extra)
             .output()
             .unwrap();
@@ -895,13 +860,8 @@ fn already_converted_sources_are_refused_or_skipped() {
     let layout = hello_layout(dir.path());
     let out = dir.path().join("out");
     let conv_layout = |src: &Path, input: &str, extra: &[&str]| {
-        convertor()
-            .arg("-r")
-            .arg(format!("oci:{}", src.display()))
-            .arg("--target-repository")
-            .arg(format!("oci:{}", out.display()))
-            .args(["-i", input, "--db-type", "none", "-d"])
-            .arg(dir.path().join("tmp"))
+        layout_convertor(src, &out, &dir.path().join("tmp"))
+            .args(["-i", input, "--db-type", "none"])
             .args(extra)
             .output()
             .unwrap()

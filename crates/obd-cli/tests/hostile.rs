@@ -95,13 +95,8 @@ fn tag_index(l: &Path, digest: &str, mt: &str, size: usize) {
 /// Converts `img` of layout `l` into `out/` (work dir `work`), with a time limit.
 fn convert(l: &Path, out: &Path, work: &Path, extra: &[&str]) -> (std::process::Output, Duration) {
     let t = Instant::now();
-    let o = convertor()
-        .arg("-r")
-        .arg(format!("oci:{}", l.display()))
-        .arg("--target-repository")
-        .arg(format!("oci:{}", out.display()))
-        .args(["-i", "img", "-o", "obd", "-d"])
-        .arg(work)
+    let o = layout_convertor(l, out, work)
+        .args(["-i", "img", "-o", "obd"])
         .args(extra)
         .output()
         .unwrap();
@@ -380,43 +375,14 @@ fn huge_manifest_is_refused() {
 #[test]
 fn malformed_layer_tars_are_exit_5_from_convertor() {
     use obd_tar::testutil::{header, RawTar};
-    let mut bad_sum = header(b"f", b'0', 0, 0o644, b"");
-    bad_sum[0] = b'g';
-    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        (
-            "truncated member",
-            RawTar::new()
-                .block(header(b"big", b'0', 10_000, 0o644, b""))
-                .bytes(&[b'x'; 600])
-                .into_bytes(),
-            "truncated",
-        ),
-        (
-            "bad checksum",
-            RawTar::new().block(bad_sum).end(),
-            "checksum",
-        ),
-        (
-            "NUL in a PAX record",
-            RawTar::new().pax(&[("path", b"a\0b")]).file("f", b"").end(),
-            "NUL",
-        ),
-        (
-            "PAX header over the limit",
-            RawTar::new()
-                .pax(&[("comment", &vec![b'y'; 1 << 20])])
-                .file("f", b"")
-                .end(),
-            "limit",
-        ),
-        (
-            "member larger than the filesystem",
-            RawTar::new()
-                .block(header(b"zeros", b'0', 200 << 30, 0o644, b""))
-                .into_bytes(),
-            "--vsize",
-        ),
-    ];
+    let mut cases = obd_tar::testutil::malformed_archives();
+    cases.push((
+        "member larger than the filesystem",
+        RawTar::new()
+            .block(header(b"zeros", b'0', 200 << 30, 0o644, b""))
+            .into_bytes(),
+        "--vsize",
+    ));
     for (name, tar, cause) in cases {
         let dir = tempfile::tempdir().unwrap();
         let (l, cfg, m) = layout(dir.path(), std::slice::from_ref(&tar), &[gzip(&tar)]);

@@ -40,15 +40,6 @@ impl TarError {
         }
     }
 
-    /// The underlying I/O error when reading failed, or `Err(self)` when the archive is at
-    /// fault.
-    pub fn into_os_io(self) -> Result<io::Error, Self> {
-        match self {
-            TarError::Io(e) if !is_bad_data(&e) => Ok(e),
-            other => Err(other),
-        }
-    }
-
     /// As an [`io::Error`] keeping the distinction: a fault of the archive becomes
     /// `InvalidData` (or `UnexpectedEof` when truncated) with this error's message.
     pub fn into_io(self) -> io::Error {
@@ -788,7 +779,7 @@ impl<R: Read> TarReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{header, set_checksum, RawTar};
+    use crate::testutil::RawTar;
 
     fn entries(tar: &[u8]) -> Result<Vec<Entry>, TarError> {
         let mut r = TarReader::new(tar);
@@ -898,57 +889,7 @@ mod tests {
             }
             Ok(())
         };
-        let truncated = RawTar::new()
-            .block(header(b"big", b'0', 10_000, 0o644, b""))
-            .bytes(&[b'x'; 600])
-            .into_bytes();
-        let mut bad_sum = header(b"f", b'0', 0, 0o644, b"");
-        bad_sum[0] = b'g';
-        let mut not_a_number = header(b"f", b'0', 0, 0o644, b"");
-        not_a_number[124..136].copy_from_slice(b"zzzzzzzzzzz\0");
-        set_checksum(&mut not_a_number);
-        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-            ("truncated member", truncated, "truncated"),
-            (
-                "truncated header",
-                RawTar::new()
-                    .file("a", b"1")
-                    .bytes(&[1u8; 100])
-                    .into_bytes(),
-                "truncated",
-            ),
-            (
-                "bad checksum",
-                RawTar::new().block(bad_sum).end(),
-                "checksum mismatch",
-            ),
-            (
-                "size not a number",
-                RawTar::new().block(not_a_number).end(),
-                "not a number",
-            ),
-            (
-                "NUL in a PAX path",
-                RawTar::new().pax(&[("path", b"a\0b")]).file("f", b"").end(),
-                "NUL",
-            ),
-            (
-                "PAX header over the limit",
-                RawTar::new()
-                    .pax(&[("comment", &vec![b'y'; 1 << 20])])
-                    .file("f", b"")
-                    .end(),
-                "larger than the limit",
-            ),
-            (
-                "PAX record with a bad length",
-                RawTar::new()
-                    .member("x", b'x', 0o644, "", b"99 path=a\n")
-                    .file("f", b"")
-                    .end(),
-                "inconsistent",
-            ),
-        ];
+        let cases = crate::testutil::malformed_archives();
         for (what, tar, needle) in cases {
             let e = read_all(&tar).expect_err(what);
             assert!(e.is_bad_input(), "{what}: {e}");
@@ -965,6 +906,6 @@ mod tests {
         }
         let e = TarReader::new(Failing).next_entry().unwrap_err();
         assert!(!e.is_bad_input());
-        assert_eq!(e.into_os_io().unwrap().raw_os_error(), Some(28));
+        assert_eq!(e.into_io().raw_os_error(), Some(28));
     }
 }

@@ -136,3 +136,64 @@ impl RawTar {
         self.0
     }
 }
+
+/// Archives malformed in one way each, as `(what, bytes, words the error names)`: a
+/// truncated member, a header cut short, a bad checksum, a size that is not a number, a NUL
+/// in a PAX path, a PAX header over the 1 MiB limit, a PAX record with a bad length. Every
+/// one must be refused as bad input, by the reader and by the tools above it.
+pub fn malformed_archives() -> Vec<(&'static str, Vec<u8>, &'static str)> {
+    let mut bad_sum = header(b"f", b'0', 0, 0o644, b"");
+    bad_sum[0] = b'g';
+    let mut not_a_number = header(b"f", b'0', 0, 0o644, b"");
+    not_a_number[124..136].copy_from_slice(b"zzzzzzzzzzz\0");
+    set_checksum(&mut not_a_number);
+    vec![
+        (
+            "truncated member",
+            RawTar::new()
+                .block(header(b"big", b'0', 10_000, 0o644, b""))
+                .bytes(&[b'x'; 600])
+                .into_bytes(),
+            "truncated",
+        ),
+        (
+            "truncated header",
+            RawTar::new()
+                .file("a", b"1")
+                .bytes(&[1u8; 100])
+                .into_bytes(),
+            "truncated",
+        ),
+        (
+            "bad checksum",
+            RawTar::new().block(bad_sum).end(),
+            "checksum mismatch",
+        ),
+        (
+            "size not a number",
+            RawTar::new().block(not_a_number).end(),
+            "not a number",
+        ),
+        (
+            "NUL in a PAX path",
+            RawTar::new().pax(&[("path", b"a\0b")]).file("f", b"").end(),
+            "NUL",
+        ),
+        (
+            "PAX header over the limit",
+            RawTar::new()
+                .pax(&[("comment", &vec![b'y'; 1 << 20])])
+                .file("f", b"")
+                .end(),
+            "larger than the limit",
+        ),
+        (
+            "PAX record with a bad length",
+            RawTar::new()
+                .member("x", b'x', 0o644, "", b"99 path=a\n")
+                .file("f", b"")
+                .end(),
+            "inconsistent",
+        ),
+    ]
+}

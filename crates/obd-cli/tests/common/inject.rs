@@ -12,20 +12,11 @@ use std::process::Output;
 use serde_json::{json, Value};
 
 use super::rel::text;
-use super::{convertor, obd, run_ok, sha256_hex};
+use super::{layout_convertor, obd, run_ok, sha256_hex};
 
 /// `convertor -r oci:SRC --target-repository oci:OUT ARGS... -d WORK`, asserting success.
 pub fn convert_layouts(src: &Path, out: &Path, args: &[&str], work: &Path) {
-    run_ok(
-        convertor()
-            .arg("-r")
-            .arg(format!("oci:{}", src.display()))
-            .arg("--target-repository")
-            .arg(format!("oci:{}", out.display()))
-            .args(args)
-            .arg("-d")
-            .arg(work),
-    );
+    run_ok(layout_convertor(src, out, work).args(args));
 }
 
 /// `obd check` of `oci:SRC` `tag` against `oci:OUT` `out_tag` (with `extra` flags).

@@ -21,6 +21,19 @@ pub fn convertor() -> Command {
     c
 }
 
+/// `convertor -r oci:SRC --target-repository oci:OUT -d WORK`: one OCI layout converted into
+/// another; the caller adds the tags and flags.
+pub fn layout_convertor(src: &Path, out: &Path, work: &Path) -> Command {
+    let mut c = convertor();
+    c.arg("-r")
+        .arg(format!("oci:{}", src.display()))
+        .arg("--target-repository")
+        .arg(format!("oci:{}", out.display()))
+        .arg("-d")
+        .arg(work);
+    c
+}
+
 pub fn testdata() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata")
 }
