@@ -2,6 +2,7 @@
 //! stdout writes; logging set-up ([`logging`]), completions and man pages ([`docs`]).
 
 pub mod docs;
+pub mod location;
 pub mod logging;
 pub mod net;
 pub mod progress;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
+use obd_convert::archive::{ArchiveKind, ArchiveStore};
 use obd_convert::store::{OciLayout, Store};
 use obd_convert::ConvertError;
 
@@ -101,11 +102,17 @@ impl NetArgs {
         })
     }
 
-    /// Opens `repo`: `oci:DIR` is an OCI image layout (created when `create`), anything else
-    /// a registry repository without tag or digest.
+    /// Opens `repo`: `oci:DIR` is an OCI image layout (created when `create`),
+    /// `oci-archive:FILE` and `docker-archive:FILE` read-only tar files, anything else a
+    /// registry repository without tag or digest.
     pub fn open(&self, repo: &str, username: Option<&str>, create: bool) -> Result<Arc<dyn Store>> {
         if let Some(dir) = repo.strip_prefix("oci:") {
             return Ok(Arc::new(OciLayout::open(dir, create)?));
+        }
+        for kind in [ArchiveKind::Oci, ArchiveKind::Docker] {
+            if let Some(file) = repo.strip_prefix(&format!("{}:", kind.transport())) {
+                return Ok(Arc::new(ArchiveStore::open(kind, file)?));
+            }
         }
         let r = obd_registry::Reference::parse(repo)
             .map_err(|e| ConvertError::Unsupported(format!("repository {repo:?}: {e}")))?;

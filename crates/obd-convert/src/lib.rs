@@ -11,10 +11,12 @@
 //! * [`dedup`]: reuse of earlier conversions ([`dedup::Dedup`]).
 //! * [`progress`], [`report`]: progress events per layer and stage; the JSON report.
 //! * [`turbo`]: the TurboOCIv1 engine (fs metadata pointing into the original layers).
+//! * [`archive`]: read-only stores over `oci-archive:` and `docker-archive:` tar files.
 //! * [`baselayer`]: the upstream `ext4_64` baselayer used by `--mkfs=false`.
 //! * [`convert`](mod@convert): the top level: resolve the source, walk indexes, convert
 //!   each platform, push, tag.
 
+pub mod archive;
 pub mod baselayer;
 pub mod convert;
 pub mod dedup;

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use clap::{ArgAction, Parser};
 use std::sync::Arc;
 
+use obd_cli::location::Located;
 use obd_cli::net::{convert_exit_code, NetArgs};
 use obd_cli::progress::{Bars, Lines};
 use obd_convert::dedup::DedupHandle;
@@ -35,6 +36,8 @@ const EXAMPLES: &str = "Examples:
   convertor -r registry.example.com/ns/app -i v1 --turboOCI v1_turbo --fstype erofs
   convertor -r oci:./layout -i v1 -o v1_obd --target-repository oci:./out
   convertor -r oci:./in -i multi -o multi_obd --platform linux/amd64,linux/arm64
+  convertor -r docker-archive:app.tar -o v1_obd --target-repository registry.example.com/ns/app
+  convertor -r registry.example.com/ns/app@sha256:… -o v1_obd
   convertor completion bash > /etc/bash_completion.d/convertor
   convertor man > convertor.1";
 
@@ -47,7 +50,7 @@ const EXAMPLES: &str = "Examples:
     after_help = EXAMPLES
 )]
 struct Args {
-    /// repository for converting image (required); `oci:DIR` for an OCI image layout
+    /// repository for converting image (required): HOST/REPO, or with the image HOST/REPO:TAG or HOST/REPO@DIGEST; `oci:DIR[:TAG]` for an OCI image layout; `oci-archive:FILE[:TAG]` or `docker-archive:FILE[:NAME:TAG|@N]` to read a tar file (with --target-repository)
     #[arg(short = 'r', long)]
     repository: String,
     /// user[:password] Registry user and password
@@ -55,7 +58,7 @@ struct Args {
     username: Option<String>,
     #[command(flatten)]
     log: obd_cli::logging::LogArgs,
-    /// tag for image converting from (required when input-digest is not set)
+    /// tag for image converting from (required when input-digest is not set and -r names no image)
     #[arg(short = 'i', long = "input-tag")]
     input_tag: Option<String>,
     /// digest for image converting from (required when input-tag is not set)
@@ -262,20 +265,34 @@ fn open_dedup(a: &Args) -> Result<Option<Arc<dyn obd_dedup::DedupDb>>> {
 /// OCI media types with `--oci` or `--referrer`, and by default into an `oci:` layout
 /// (whose readers, skopeo and umoci among them, expect them); Docker's otherwise, or with
 /// `--docker`.
-fn oci_types(a: &Args) -> bool {
-    let target = a.target_repository.as_deref().unwrap_or(&a.repository);
+fn oci_types(a: &Args, src_repo: &str) -> bool {
+    let target = a.target_repository.as_deref().unwrap_or(src_repo);
     a.oci || a.referrer || (!a.docker && target.starts_with("oci:"))
 }
 
 /// Mistakes refused before any work, with exit 2 and nothing touched: an invalid output
 /// tag, an output tag that would overwrite the source image (same repository, same tag) or
-/// the other engine's output, and a `--report` whose directory does not exist.
-fn preflight(a: &Args, native: Option<&str>, turbo: Option<&str>) -> Result<()> {
+/// the other engine's output, a read-only source (an archive) without another target, and
+/// a `--report` whose directory does not exist.
+fn preflight(
+    a: &Args,
+    src: &Located,
+    reference: &str,
+    native: Option<&str>,
+    turbo: Option<&str>,
+) -> Result<()> {
     let usage = |m: String| anyhow::Error::new(ConvertError::Unsupported(m));
+    if src.is_archive() && a.target_repository.is_none() && !a.no_upload {
+        return Err(usage(format!(
+            "{} is read-only: give --target-repository (a registry repository or oci:DIR) \
+             to write the conversion to",
+            src.repo
+        )));
+    }
     let same_repo = a
         .target_repository
         .as_deref()
-        .is_none_or(|t| t.trim_end_matches('/') == a.repository.trim_end_matches('/'));
+        .is_none_or(|t| t.trim_end_matches('/') == src.repo.trim_end_matches('/'));
     for (flag, tag) in [("--overlaybd/-o", native), ("--turboOCI", turbo)] {
         let Some(tag) = tag else { continue };
         if !obd_registry::valid_tag(tag) {
@@ -284,7 +301,7 @@ fn preflight(a: &Args, native: Option<&str>, turbo: Option<&str>) -> Result<()> 
                  [A-Za-z0-9_.-] and does not start with '.' or '-'"
             )));
         }
-        if same_repo && a.input_tag.as_deref() == Some(tag) {
+        if same_repo && reference == tag {
             return Err(usage(format!(
                 "{flag} {tag:?} is the source tag in the same repository: the conversion \
                  would replace the image it converts; choose another output tag (e.g. \
@@ -318,12 +335,23 @@ fn preflight(a: &Args, native: Option<&str>, turbo: Option<&str>) -> Result<()> 
 
 fn run(a: Args, progress: Arc<dyn Progress>) -> Result<()> {
     let usage = |m: &str| anyhow::Error::new(ConvertError::Unsupported(m.to_string()));
-    let reference = match (&a.input_tag, &a.input_digest) {
-        (Some(t), _) => t.clone(),
-        (None, Some(d)) => d.clone(),
+    // `-r HOST/REPO:TAG` (or `@DIGEST`, or an archive's `:NAME`) names the image too.
+    let loc = obd_cli::location::split(&a.repository);
+    let flag = a.input_tag.clone().or(a.input_digest.clone());
+    let reference = match (flag, &loc.reference) {
+        (Some(f), Some(r)) if f != *r => {
+            return Err(usage(&format!(
+                "-r {} names the image {r:?} and -i/-g names {f:?}: give it once",
+                a.repository
+            )))
+        }
+        (Some(f), _) => f,
+        (None, Some(r)) => r.clone(),
+        // An archive holding one image needs no name.
+        (None, None) if loc.is_archive() => String::new(),
         (None, None) => {
             return Err(usage(
-                "one of input-tag [-i] or input-digest [-g] is required",
+                "one of input-tag [-i] or input-digest [-g] is required (or -r HOST/REPO:TAG)",
             ))
         }
     };
@@ -353,16 +381,22 @@ fn run(a: Args, progress: Arc<dyn Progress>) -> Result<()> {
     if a.vsize == 0 || a.vsize > 1 << 20 {
         return Err(usage("--vsize must be between 1 and 1048576 GB"));
     }
-    preflight(&a, native_tag.as_deref(), turbo.as_deref())?;
+    preflight(
+        &a,
+        &loc,
+        &reference,
+        native_tag.as_deref(),
+        turbo.as_deref(),
+    )?;
     let net = &a.net;
-    let src = net.open(&a.repository, a.username.as_deref(), false)?;
+    let src = net.open(&loc.repo, a.username.as_deref(), false)?;
     // An image that is already converted is refused before any work (its manifests are
     // read, nothing else): converting it again would wrap block layers in block layers.
     if let Some(kind) = obd_convert::already_converted(src.as_ref(), &reference)? {
         if a.skip_converted {
             tracing::info!(
                 "{} {reference} is already converted ({kind}): nothing to do (--skip-converted)",
-                a.repository
+                loc.repo
             );
             return Ok(());
         }
@@ -370,7 +404,7 @@ fn run(a: Args, progress: Arc<dyn Progress>) -> Result<()> {
             "{} {reference} is already converted ({kind}: its layers carry the overlaybd \
              annotations): convert its original image instead, or pass --skip-converted to \
              exit 0 without converting",
-            a.repository
+            loc.repo
         )));
     }
     let dst = match &a.target_repository {
@@ -389,7 +423,9 @@ fn run(a: Args, progress: Arc<dyn Progress>) -> Result<()> {
         native: NativeOptions {
             mkfs: a.mkfs,
             vsize_gb: a.vsize,
-            flavor: Flavor { oci: oci_types(&a) },
+            flavor: Flavor {
+                oci: oci_types(&a, &loc.repo),
+            },
             referrer: a.referrer,
             disable_sparse: a.disable_sparse,
             zfile: ZFileOptions {
