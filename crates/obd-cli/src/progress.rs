@@ -9,9 +9,24 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use obd_convert::progress::{LayerId, Progress, Stage};
 
 /// Bars on a terminal.
+///
+/// A layer's bar shows one stage at a time, the latest begun: a layer applies while its
+/// download is still arriving, and the download's events must not move the apply bar (its
+/// total is the compressed layer size, its position the compressed bytes consumed). A
+/// stage without a known total (commit) shows its bytes without a bar.
 pub struct Bars {
     mp: MultiProgress,
-    bars: Mutex<HashMap<LayerId, ProgressBar>>,
+    bars: Mutex<HashMap<LayerId, (ProgressBar, Stage)>>,
+}
+
+const WITH_TOTAL: &str = "{prefix:>24} {msg:9} [{bar:30}] {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} {elapsed:>4}";
+const NO_TOTAL: &str =
+    "{prefix:>24} {msg:9} {spinner:>31} {bytes:>10}            {binary_bytes_per_sec:>12} {elapsed:>4}";
+
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template)
+        .expect("valid template")
+        .progress_chars("=> ")
 }
 
 impl Bars {
@@ -27,50 +42,74 @@ impl Bars {
         self.mp.clone()
     }
 
-    fn bar(&self, l: &LayerId) -> ProgressBar {
+    /// The layer's bar, made when first needed (set up before it is first drawn); with
+    /// `stage`, that stage (of `total` bytes) becomes the one shown.
+    fn bar(&self, l: &LayerId, stage: Option<(Stage, Option<u64>)>) -> (ProgressBar, Stage) {
         let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
-        bars.entry(l.clone())
-            .or_insert_with(|| {
-                let b = self.mp.add(ProgressBar::new(0));
-                b.set_style(
-                    ProgressStyle::with_template(
-                        "{prefix:>24} {msg:9} [{bar:30}] {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} {elapsed:>4}",
-                    )
-                    .expect("valid template")
-                    .progress_chars("=> "),
-                );
-                b.set_prefix(l.to_string());
-                b
-            })
-            .clone()
+        if let Some(e) = bars.get_mut(l) {
+            if let Some((s, total)) = stage {
+                e.1 = s;
+                e.0.set_style(style(if total.is_some() {
+                    WITH_TOTAL
+                } else {
+                    NO_TOTAL
+                }));
+                e.0.set_message(s.name());
+                e.0.set_length(total.unwrap_or(0));
+                e.0.set_position(0);
+                e.0.reset_eta();
+                e.0.reset_elapsed();
+            }
+            return e.clone();
+        }
+        let (s, total) = stage.unwrap_or((Stage::Download, None));
+        let b = ProgressBar::new(total.unwrap_or(0));
+        b.set_style(style(if total.is_some() {
+            WITH_TOTAL
+        } else {
+            NO_TOTAL
+        }));
+        b.set_prefix(l.to_string());
+        b.set_message(s.name());
+        let b = self.mp.add(b);
+        bars.insert(l.clone(), (b.clone(), s));
+        (b, s)
+    }
+
+    /// The bar, if `stage` is the one it shows.
+    fn showing(&self, l: &LayerId, stage: Stage) -> Option<ProgressBar> {
+        let (b, shown) = self.bar(l, None);
+        (shown == stage).then_some(b)
     }
 }
 
 impl Progress for Bars {
     fn start(&self, l: &LayerId, stage: Stage, total: Option<u64>) {
-        let b = self.bar(l);
-        b.set_message(stage.name());
-        b.set_position(0);
-        b.set_length(total.unwrap_or(0));
-        b.reset_eta();
+        self.bar(l, Some((stage, total)));
     }
-    fn advance(&self, l: &LayerId, _: Stage, bytes: u64) {
-        let b = self.bar(l);
-        if b.length().is_some_and(|n| b.position() + bytes > n) {
-            b.set_length(b.position() + bytes);
+    fn advance(&self, l: &LayerId, stage: Stage, bytes: u64) {
+        if let Some(b) = self.showing(l, stage) {
+            b.inc(bytes);
         }
-        b.inc(bytes);
     }
     fn finish(&self, l: &LayerId, stage: Stage, bytes: u64, _: f64) {
-        let b = self.bar(l);
-        b.set_length(bytes.max(b.position()));
-        b.set_position(bytes.max(b.position()));
+        let Some(b) = self.showing(l, stage) else {
+            return;
+        };
+        // The true figure: a compressed layer read to its end is its size.
+        b.set_style(style(WITH_TOTAL));
+        b.set_length(bytes);
+        b.set_position(bytes);
         if stage == Stage::Upload {
             b.finish_with_message("done");
         }
     }
     fn reused(&self, l: &LayerId, _: &str) {
-        self.bar(l).finish_with_message("reused");
+        self.bar(l, None).0.finish_with_message("reused");
+    }
+    fn skipped(&self, l: &LayerId, stage: Stage, _: &str) {
+        let (b, _) = self.bar(l, Some((stage, None)));
+        b.finish_with_message("present");
     }
 }
 
@@ -90,6 +129,9 @@ impl Progress for Lines {
     }
     fn reused(&self, l: &LayerId, digest: &str) {
         tracing::info!("{l}: reused {digest} (dedup)");
+    }
+    fn skipped(&self, l: &LayerId, stage: Stage, why: &str) {
+        tracing::info!("{l}: {stage} skipped: {why}");
     }
 }
 

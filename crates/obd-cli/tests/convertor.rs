@@ -840,7 +840,7 @@ fn log_formats_quiet_and_no_colour_off_a_terminal() {
         n += 1;
     }
     assert!(n > 2, "{json}");
-    assert!(json.contains("converted to"), "{json}");
+    assert!(json.contains("overlaybd converted: "), "{json}");
     let quiet = run("quiet", &["-q"]);
     assert!(quiet.trim().is_empty(), "-q printed: {quiet}");
     // Errors still show with -q.

@@ -22,7 +22,7 @@ use crate::image::{OCI_CONFIG, OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_MANIFEST};
 
 /// The OCI media type of a zstd-compressed layer.
 const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
-use crate::store::{Desc, Store, VerifyingReader};
+use crate::store::{Desc, Pushed, Store, VerifyingReader};
 
 /// Which tar layout an [`ArchiveStore`] reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -438,11 +438,11 @@ impl Store for ArchiveStore {
         Ok(self.blobs.get(d).map(|r| r.1))
     }
 
-    fn push_blob(&self, _path: &Path, _digest: &str, _size: u64) -> Result<()> {
+    fn push_blob(&self, _path: &Path, _digest: &str, _size: u64) -> Result<Pushed> {
         Err(self.read_only())
     }
 
-    fn push_blob_bytes(&self, _bytes: &bytes::Bytes, _digest: &str) -> Result<()> {
+    fn push_blob_bytes(&self, _bytes: &bytes::Bytes, _digest: &str) -> Result<Pushed> {
         Err(self.read_only())
     }
 

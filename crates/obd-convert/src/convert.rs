@@ -13,7 +13,7 @@ use crate::dedup::DedupHandle;
 use crate::error::{ConvertError, Result};
 use crate::image::{self, Kind};
 use crate::native::{self, NativeOptions};
-use crate::report::{ManifestReport, Totals};
+use crate::report::{LayerReport, ManifestReport, Totals};
 use crate::store::{Desc, Store};
 
 /// Which kind of image to build.
@@ -55,6 +55,18 @@ pub struct ConvertReport {
     pub seconds: f64,
 }
 
+/// How an image is written: `repo:tag`, `repo@sha256:…`, or just `repo` (an archive's only
+/// image).
+pub fn image_ref(repo: &str, reference: &str) -> String {
+    if reference.is_empty() {
+        repo.to_string()
+    } else if crate::digest::valid(reference) {
+        format!("{repo}@{reference}")
+    } else {
+        format!("{repo}:{reference}")
+    }
+}
+
 /// Converts `reference` of `src` and tags the result `target_tag` in `dst`.
 pub fn convert(
     src: Arc<dyn Store>,
@@ -66,7 +78,7 @@ pub fn convert(
     let t0 = Instant::now();
     let desc = src.resolve(reference)?;
     let report = Mutex::new(ConvertReport {
-        source: format!("{}@{reference}", src.name()),
+        source: image_ref(&src.name(), reference),
         target: format!("{}:{target_tag}", dst.name()),
         source_digest: desc.digest.clone(),
         ..Default::default()
@@ -82,7 +94,11 @@ pub fn convert(
     let (out, bytes) = ctx.process(&desc, None)?;
     if !opts.native.no_upload {
         ctx.dst.tag(target_tag, &bytes, &out.media_type)?;
-        tracing::info!("converted to {target_tag:?}, digest: {:?}", out.digest);
+        tracing::info!(
+            "tagged {}@{}",
+            image_ref(&ctx.dst.name(), target_tag),
+            out.digest
+        );
     }
     let mut r = report.into_inner().unwrap_or_else(|p| p.into_inner());
     r.output_digest = out.digest;
@@ -139,19 +155,12 @@ impl Ctx<'_> {
         if let Some(out) = dedup.find_manifest(&desc.digest) {
             if let Ok(bytes) = self.dst.fetch_manifest(&out) {
                 tracing::info!("{label}: reusing converted manifest {} (dedup)", out.digest);
+                let rep = self.reused_manifest(desc, &out, &bytes, platform);
                 self.report
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .manifests
-                    .push(ManifestReport {
-                        platform,
-                        source_digest: desc.digest.clone(),
-                        output_digest: out.digest.clone(),
-                        output_size: out.size,
-                        output_media_type: out.media_type.clone(),
-                        dedup_hit: true,
-                        ..Default::default()
-                    });
+                    .push(rep);
                 return Ok((out, bytes));
             }
         }
@@ -189,6 +198,67 @@ impl Ctx<'_> {
             .manifests
             .push(rep);
         Ok((out, bytes))
+    }
+
+    /// The report of a manifest the dedup database had: its layers side by side with the
+    /// source's, each a dedup hit, nothing downloaded, converted or uploaded.
+    fn reused_manifest(
+        &self,
+        desc: &Desc,
+        out: &Desc,
+        bytes: &[u8],
+        platform: Option<String>,
+    ) -> ManifestReport {
+        let layers_of = |b: &[u8]| -> Vec<Value> {
+            serde_json::from_slice::<Value>(b)
+                .ok()
+                .and_then(|v| v["layers"].as_array().cloned())
+                .unwrap_or_default()
+        };
+        let outs = layers_of(bytes);
+        let config = serde_json::from_slice::<Value>(bytes)
+            .map(|v| Desc::from_json(&v["config"]))
+            .unwrap_or(Desc {
+                media_type: String::new(),
+                digest: String::new(),
+                size: 0,
+            });
+        let srcs = self
+            .src
+            .fetch_manifest(desc)
+            .map(|b| layers_of(&b))
+            .unwrap_or_default();
+        let layers = outs
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                let o = Desc::from_json(o);
+                let s = srcs.get(i).map(Desc::from_json);
+                LayerReport {
+                    index: i,
+                    source_digest: s.as_ref().map(|s| s.digest.clone()).unwrap_or_default(),
+                    source_size: s.as_ref().map_or(0, |s| s.size),
+                    source_media_type: s.map(|s| s.media_type).unwrap_or_default(),
+                    output_digest: o.digest,
+                    output_size: o.size,
+                    output_media_type: o.media_type,
+                    dedup_hit: true,
+                    ..Default::default()
+                }
+            })
+            .collect();
+        ManifestReport {
+            platform,
+            source_digest: desc.digest.clone(),
+            output_digest: out.digest.clone(),
+            output_size: out.size,
+            output_media_type: out.media_type.clone(),
+            config_digest: config.digest,
+            config_size: config.size,
+            dedup_hit: true,
+            layers,
+            ..Default::default()
+        }
     }
 
     fn index(&self, desc: &Desc, mt: &str, mut v: Value) -> Result<(Desc, Vec<u8>)> {

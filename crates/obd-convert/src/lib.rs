@@ -34,5 +34,5 @@ pub mod store;
 pub mod turbo;
 pub mod upload;
 
-pub use convert::{already_converted, convert, ConvertOptions, ConvertReport, Engine};
+pub use convert::{already_converted, convert, image_ref, ConvertOptions, ConvertReport, Engine};
 pub use error::{ConvertError, Result};

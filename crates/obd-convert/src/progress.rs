@@ -71,6 +71,10 @@ pub trait Progress: Send + Sync {
     fn advance(&self, layer: &LayerId, stage: Stage, bytes: u64);
     /// A stage ended (successfully) after `bytes` bytes in `seconds`.
     fn finish(&self, layer: &LayerId, stage: Stage, bytes: u64, seconds: f64);
+    /// A stage was not needed (an upload of a blob the target already had).
+    fn skipped(&self, layer: &LayerId, stage: Stage, why: &str) {
+        let _ = (layer, stage, why);
+    }
     /// The layer needs no work: the dedup database had it.
     fn reused(&self, layer: &LayerId, digest: &str) {
         let _ = (layer, digest);

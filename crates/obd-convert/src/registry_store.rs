@@ -9,11 +9,18 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::Mutex;
 
-use obd_registry::{Client, Descriptor, Error as RegError};
+use obd_registry::{BlobPush, Client, Descriptor, Error as RegError};
 use serde_json::Value;
 
 use crate::error::{ConvertError, Result};
-use crate::store::{Desc, Store};
+use crate::store::{Desc, Pushed, Store};
+
+fn pushed(how: BlobPush) -> Pushed {
+    match how {
+        BlobPush::AlreadyExists => Pushed::AlreadyPresent,
+        BlobPush::Uploaded => Pushed::Uploaded,
+    }
+}
 
 /// One repository of a registry.
 pub struct RegistryStore {
@@ -109,19 +116,21 @@ impl Store for RegistryStore {
         self.client.head_blob(&self.repo, digest).map_err(map_err)
     }
 
-    fn push_blob(&self, path: &Path, digest: &str, size: u64) -> Result<()> {
+    fn push_blob(&self, path: &Path, digest: &str, size: u64) -> Result<Pushed> {
         // The digest was computed when the file was finished; the registry verifies it.
-        self.client
+        let how = self
+            .client
             .push_blob_file_as(&self.repo, path, digest, size)
             .map_err(map_err)?;
-        Ok(())
+        Ok(pushed(how))
     }
 
-    fn push_blob_bytes(&self, bytes: &bytes::Bytes, digest: &str) -> Result<()> {
-        self.client
+    fn push_blob_bytes(&self, bytes: &bytes::Bytes, digest: &str) -> Result<Pushed> {
+        let how = self
+            .client
             .push_blob_shared(&self.repo, digest, bytes.clone())
             .map_err(map_err)?;
-        Ok(())
+        Ok(pushed(how))
     }
 
     fn push_manifest(&self, bytes: &[u8], media_type: &str) -> Result<String> {

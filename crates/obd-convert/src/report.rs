@@ -10,6 +10,28 @@ pub struct StageReport {
     pub bytes: u64,
 }
 
+/// What an upload did: its time and bytes, or why nothing was sent
+/// (`{"skipped": "already present"}`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum UploadReport {
+    Sent(StageReport),
+    Skipped { skipped: String },
+}
+
+impl UploadReport {
+    /// The reason given when the target already had the blob.
+    pub const ALREADY_PRESENT: &'static str = "already present";
+
+    /// Bytes really sent (0 when skipped).
+    pub fn bytes_sent(&self) -> u64 {
+        match self {
+            UploadReport::Sent(s) => s.bytes,
+            UploadReport::Skipped { .. } => 0,
+        }
+    }
+}
+
 /// What happened to one layer.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct LayerReport {
@@ -38,7 +60,7 @@ pub struct LayerReport {
     pub download: Option<StageReport>,
     pub apply: Option<StageReport>,
     pub commit: Option<StageReport>,
-    pub upload: Option<StageReport>,
+    pub upload: Option<UploadReport>,
 }
 
 /// What happened to one manifest.
@@ -68,7 +90,10 @@ pub struct Totals {
     pub tar_bytes: u64,
     pub bytes_read: u64,
     pub bytes_written: u64,
+    /// Bytes really sent to the target (blobs it already had are not counted).
     pub bytes_uploaded: u64,
+    /// Layer uploads skipped because the target already had the blob.
+    pub uploads_skipped: usize,
     pub output_bytes: u64,
 }
 
@@ -91,7 +116,10 @@ impl Totals {
                 t.tar_bytes += l.tar_bytes;
                 t.bytes_read += l.bytes_read;
                 t.bytes_written += l.bytes_written;
-                t.bytes_uploaded += l.upload.as_ref().map_or(0, |u| u.bytes);
+                t.bytes_uploaded += l.upload.as_ref().map_or(0, UploadReport::bytes_sent);
+                if matches!(l.upload, Some(UploadReport::Skipped { .. })) {
+                    t.uploads_skipped += 1;
+                }
                 t.output_bytes += l.output_size;
             }
         }

@@ -38,6 +38,15 @@ impl Desc {
     }
 }
 
+/// What a blob push did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pushed {
+    /// The bytes were sent (or, in a layout, stored).
+    Uploaded,
+    /// The store already had the blob: nothing was sent.
+    AlreadyPresent,
+}
+
 /// What the conversion engine needs from a place that holds images.
 pub trait Store: Send + Sync {
     /// A human-readable name (`oci:DIR`, `host/repo`).
@@ -51,9 +60,9 @@ pub trait Store: Send + Sync {
     /// Size of a blob if the store has it.
     fn has_blob(&self, digest: &str) -> Result<Option<u64>>;
     /// Stores the file at `path` as blob `digest` (of `size` bytes).
-    fn push_blob(&self, path: &Path, digest: &str, size: u64) -> Result<()>;
+    fn push_blob(&self, path: &Path, digest: &str, size: u64) -> Result<Pushed>;
     /// Stores bytes held in memory as blob `digest`.
-    fn push_blob_bytes(&self, bytes: &bytes::Bytes, digest: &str) -> Result<()>;
+    fn push_blob_bytes(&self, bytes: &bytes::Bytes, digest: &str) -> Result<Pushed>;
     /// Stores a manifest or index by digest; returns the digest.
     fn push_manifest(&self, bytes: &[u8], media_type: &str) -> Result<String>;
     /// Points `tag` at a manifest already pushed.
@@ -272,10 +281,10 @@ impl Store for OciLayout {
         Ok(std::fs::metadata(self.blob_path(d)?).ok().map(|m| m.len()))
     }
 
-    fn push_blob(&self, path: &Path, d: &str, size: u64) -> Result<()> {
+    fn push_blob(&self, path: &Path, d: &str, size: u64) -> Result<Pushed> {
         let dst = self.blob_path(d)?;
         if std::fs::metadata(&dst).is_ok_and(|m| m.len() == size) {
-            return Ok(());
+            return Ok(Pushed::AlreadyPresent);
         }
         let tmp = temp_path(&dst);
         // A hard link when on the same filesystem, else a copy.
@@ -284,15 +293,18 @@ impl Store for OciLayout {
                 ConvertError::io(format!("copying {} into the layout", path.display()), e)
             })?;
         }
-        std::fs::rename(&tmp, &dst).map_err(|e| ConvertError::io(format!("storing blob {d}"), e))
+        std::fs::rename(&tmp, &dst)
+            .map_err(|e| ConvertError::io(format!("storing blob {d}"), e))?;
+        Ok(Pushed::Uploaded)
     }
 
-    fn push_blob_bytes(&self, bytes: &bytes::Bytes, d: &str) -> Result<()> {
+    fn push_blob_bytes(&self, bytes: &bytes::Bytes, d: &str) -> Result<Pushed> {
         let dst = self.blob_path(d)?;
         if std::fs::metadata(&dst).is_ok_and(|m| m.len() == bytes.len() as u64) {
-            return Ok(());
+            return Ok(Pushed::AlreadyPresent);
         }
-        write_atomic(&dst, bytes)
+        write_atomic(&dst, bytes)?;
+        Ok(Pushed::Uploaded)
     }
 
     fn push_manifest(&self, bytes: &[u8], _media_type: &str) -> Result<String> {

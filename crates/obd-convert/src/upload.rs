@@ -10,8 +10,8 @@ use std::time::Instant;
 use crate::error::{ConvertError, Result};
 use crate::memory::Output;
 use crate::progress::{LayerId, ProgressSink, Stage};
-use crate::report::StageReport;
-use crate::store::Store;
+use crate::report::{StageReport, UploadReport};
+use crate::store::{Pushed, Store};
 
 /// One blob to push.
 pub struct Push {
@@ -25,7 +25,7 @@ pub struct Push {
 }
 
 /// Figures of finished pushes, by digest.
-type Uploaded = Arc<Mutex<Vec<(String, StageReport)>>>;
+type Uploaded = Arc<Mutex<Vec<(String, UploadReport)>>>;
 
 /// Pushes running at once.
 const WORKERS: usize = 3;
@@ -89,7 +89,7 @@ impl Uploader {
 
     /// Waits for every queued push; returns the figures of each push by digest, or the
     /// first error.
-    pub fn finish(mut self) -> Result<std::collections::HashMap<String, StageReport>> {
+    pub fn finish(mut self) -> Result<std::collections::HashMap<String, UploadReport>> {
         self.tx.take();
         let mut first = Ok(());
         for h in self.handles.drain(..) {
@@ -111,19 +111,33 @@ fn push_one(dst: &dyn Store, progress: &ProgressSink, done: &Uploaded, p: Push) 
     if let Some(l) = &p.layer {
         progress.start(l, Stage::Upload, Some(p.size));
     }
-    match &p.blob {
+    let how = match &p.blob {
         Output::File(path) => dst.push_blob(path, &p.digest, p.size)?,
         Output::Memory(m) => dst.push_blob_bytes(m.bytes(), &p.digest)?,
-    }
-    let s = StageReport {
-        seconds: t.elapsed().as_secs_f64(),
-        bytes: p.size,
     };
-    if let Some(l) = &p.layer {
-        progress.advance(l, Stage::Upload, p.size);
-        progress.finish(l, Stage::Upload, p.size, s.seconds);
-    }
-    tracing::debug!("uploaded {}", p.digest);
+    let s = match how {
+        Pushed::Uploaded => {
+            let s = StageReport {
+                seconds: t.elapsed().as_secs_f64(),
+                bytes: p.size,
+            };
+            if let Some(l) = &p.layer {
+                progress.advance(l, Stage::Upload, p.size);
+                progress.finish(l, Stage::Upload, p.size, s.seconds);
+            }
+            tracing::debug!("uploaded {}", p.digest);
+            UploadReport::Sent(s)
+        }
+        Pushed::AlreadyPresent => {
+            if let Some(l) = &p.layer {
+                progress.skipped(l, Stage::Upload, UploadReport::ALREADY_PRESENT);
+            }
+            tracing::debug!("{} is already in the target: not sent", p.digest);
+            UploadReport::Skipped {
+                skipped: UploadReport::ALREADY_PRESENT.into(),
+            }
+        }
+    };
     done.lock()
         .unwrap_or_else(|e| e.into_inner())
         .push((p.digest.clone(), s));

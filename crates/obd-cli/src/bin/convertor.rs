@@ -138,7 +138,8 @@ struct Args {
     /// ZFile compression of the layers
     #[arg(long, default_value = "lz4")]
     algorithm: Algorithm,
-    /// write a JSON report of the conversion to this file
+    /// write a JSON report of the conversion to this file (`-`: to stdout, instead of the
+    /// output digest)
     #[arg(long)]
     report: Option<PathBuf>,
     /// when the source image is already overlaybd or TurboOCI, say so and exit 0 instead of
@@ -190,8 +191,22 @@ fn main() {
         obd_cli::logging::init(&args.log, None);
         Arc::new(Lines)
     };
+    let (quiet, json) = (
+        args.log.quiet,
+        args.log.log_format == obd_cli::logging::LogFormat::Json,
+    );
     match run(args, progress) {
-        Ok(()) => std::process::exit(0),
+        Ok(summaries) => {
+            // The last lines: what was made, where, how big, how fast.
+            for s in summaries.iter().filter(|_| !quiet) {
+                if json {
+                    tracing::info!("{s}");
+                } else {
+                    eprintln!("{s}");
+                }
+            }
+            std::process::exit(0)
+        }
         Err(e) => {
             eprintln!("error: {}", obd_cli::error_text(&e));
             std::process::exit(convert_exit_code(&e));
@@ -317,7 +332,7 @@ fn preflight(
             )));
         }
     }
-    if let Some(p) = &a.report {
+    if let Some(p) = a.report.as_ref().filter(|p| !is_stdout(p)) {
         let parent = p
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
@@ -333,7 +348,63 @@ fn preflight(
     Ok(())
 }
 
-fn run(a: Args, progress: Arc<dyn Progress>) -> Result<()> {
+/// `--report -`: the report goes to stdout.
+fn is_stdout(p: &std::path::Path) -> bool {
+    p.as_os_str() == "-"
+}
+
+/// Decimal sizes as registries and docker show them (`28.0 MB`).
+fn size(b: u64) -> String {
+    match b {
+        0..1_000 => format!("{b} B"),
+        1_000..1_000_000 => format!("{:.1} kB", b as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", b as f64 / 1e6),
+        _ => format!("{:.2} GB", b as f64 / 1e9),
+    }
+}
+
+/// The closing line of one build: the full target reference and digest, sizes in and out,
+/// what was really uploaded, and the time.
+fn summary(kind: &str, r: &obd_convert::ConvertReport, no_upload: bool) -> String {
+    let t = &r.totals;
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    let mut parts = vec![format!("{} layer{}", t.layers, plural(t.layers))];
+    if t.layers_reused > 0 {
+        parts.push(format!("{} reused (dedup)", t.layers_reused));
+    }
+    parts.push(format!(
+        "{} in, {} out",
+        size(t.source_bytes),
+        size(t.output_bytes)
+    ));
+    if no_upload {
+        parts.push("nothing pushed (--no-upload)".into());
+    } else {
+        let mut up = format!("{} uploaded", size(t.bytes_uploaded));
+        if t.uploads_skipped > 0 {
+            up.push_str(&format!(
+                ", {} layer{} already there",
+                t.uploads_skipped,
+                plural(t.uploads_skipped)
+            ));
+        }
+        parts.push(up);
+    }
+    parts.push(format!("{:.1} s", r.seconds));
+    let what = if no_upload {
+        "built (not pushed)"
+    } else {
+        "converted"
+    };
+    format!(
+        "{kind} {what}: {}@{} ({})",
+        r.target,
+        r.output_digest,
+        parts.join(", ")
+    )
+}
+
+fn run(a: Args, progress: Arc<dyn Progress>) -> Result<Vec<String>> {
     let usage = |m: &str| anyhow::Error::new(ConvertError::Unsupported(m.to_string()));
     // `-r HOST/REPO:TAG` (or `@DIGEST`, or an archive's `:NAME`) names the image too.
     let loc = obd_cli::location::split(&a.repository);
@@ -395,16 +466,16 @@ fn run(a: Args, progress: Arc<dyn Progress>) -> Result<()> {
     if let Some(kind) = obd_convert::already_converted(src.as_ref(), &reference)? {
         if a.skip_converted {
             tracing::info!(
-                "{} {reference} is already converted ({kind}): nothing to do (--skip-converted)",
-                loc.repo
+                "{} is already converted ({kind}): nothing to do (--skip-converted)",
+                obd_convert::image_ref(&loc.repo, &reference)
             );
-            return Ok(());
+            return Ok(Vec::new());
         }
         return Err(usage(&format!(
-            "{} {reference} is already converted ({kind}: its layers carry the overlaybd \
+            "{} is already converted ({kind}: its layers carry the overlaybd \
              annotations): convert its original image instead, or pass --skip-converted to \
              exit 0 without converting",
-            loc.repo
+            obd_convert::image_ref(&loc.repo, &reference)
         )));
     }
     let dst = match &a.target_repository {
@@ -483,6 +554,7 @@ fn run(a: Args, progress: Arc<dyn Progress>) -> Result<()> {
     }
     // Upstream order: the native build, then the TurboOCIv1 build; a failure stops there.
     let mut reports = Vec::new();
+    let report_to_stdout = a.report.as_deref().is_some_and(is_stdout);
     let result = (|| -> Result<()> {
         if let Some(tag) = &native_tag {
             tracing::info!("building [Overlaybd - Native]  image...");
@@ -490,7 +562,9 @@ fn run(a: Args, progress: Arc<dyn Progress>) -> Result<()> {
                 .map_err(|e| anyhow::Error::new(e).context("failed to build overlaybd"))?;
             tracing::info!("overlaybd build finished");
             // The image is pushed: a closed stdout must not turn that into a failure.
-            let _ = obd_cli::print_out(&format!("{}\n", r.output_digest));
+            if !report_to_stdout {
+                let _ = obd_cli::print_out(&format!("{}\n", r.output_digest));
+            }
             reports.push(("overlaybd", r));
         }
         if let Some(tag) = &turbo {
@@ -504,7 +578,9 @@ fn run(a: Args, progress: Arc<dyn Progress>) -> Result<()> {
                 .map_err(|e| anyhow::Error::new(e).context("failed to build TurboOCIv1 image"))?;
             tracing::info!("TurboOCIv1 build finished");
             // The image is pushed: a closed stdout must not turn that into a failure.
-            let _ = obd_cli::print_out(&format!("{}\n", r.output_digest));
+            if !report_to_stdout {
+                let _ = obd_cli::print_out(&format!("{}\n", r.output_digest));
+            }
             reports.push(("turboOCI", r));
         }
         Ok(())
@@ -525,9 +601,18 @@ fn run(a: Args, progress: Arc<dyn Progress>) -> Result<()> {
             serde_json::Value::Object(m)
         };
         if result.is_ok() || !reports.is_empty() {
-            std::fs::write(p, serde_json::to_vec_pretty(&v)?)
-                .with_context(|| format!("writing {}", p.display()))?;
+            let mut json = serde_json::to_vec_pretty(&v)?;
+            if is_stdout(p) {
+                json.push(b'\n');
+                let _ = obd_cli::print_out(&String::from_utf8_lossy(&json));
+            } else {
+                std::fs::write(p, json).with_context(|| format!("writing {}", p.display()))?;
+            }
         }
     }
-    result
+    result?;
+    Ok(reports
+        .iter()
+        .map(|(k, r)| summary(k, r, a.no_upload))
+        .collect())
 }
