@@ -565,11 +565,21 @@ mod tests {
             return;
         };
         let t0 = Instant::now();
+        // The dedup tables live in the same database; the queue leaves them alone.
+        let dedup = obd_dedup::open("mysql", &dsn).unwrap();
+        let layer = obd_dedup::LayerEntry::new(
+            obd_dedup::LayerKey::new("h", "r", "sha256:c", obd_dedup::Profile::new("p1").unwrap()),
+            "sha256:d",
+            1,
+        );
+        dedup.put_layer(&layer).unwrap();
         let q = MySqlQueue::open(&dsn).unwrap();
         run_all(&q);
         // Through `queue::open`, on the same (now populated) table: it is still there.
         let q = super::super::open("mysql", &dsn).unwrap();
         assert_eq!(q.list(None, 10).unwrap().len(), 3);
+        let dedup = obd_dedup::open("mysql", &dsn).unwrap();
+        assert_eq!(dedup.layer_in_repo(&layer.key).unwrap(), Some(layer));
         eprintln!("mysql queue conformance ran in {:?}", t0.elapsed());
     }
 
@@ -617,6 +627,144 @@ mod tests {
             t0.elapsed(),
             per_worker.iter().map(Vec::len).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn workers_and_a_reaper_racing_never_fail_or_lose_a_job() {
+        // Claims, heartbeats, completions (some failing, retried at once), releases and
+        // reaps from six connections at once: every job ends succeeded exactly once and no
+        // deadlock or lock wait surfaces as an error.
+        let Some((_db, dsn)) = fresh("queue_race") else {
+            return;
+        };
+        let q = MySqlQueue::open(&dsn).unwrap();
+        let ids: Vec<i64> = (0..60)
+            .map(|i| q.enqueue(&job(&format!("sha256:r{i}"))).unwrap().id)
+            .collect();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let t0 = Instant::now();
+        let done: Vec<i64> = std::thread::scope(|s| {
+            let stop = &stop;
+            let reaper = {
+                let dsn = dsn.clone();
+                s.spawn(move || {
+                    let q = MySqlQueue::open(&dsn).unwrap();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        q.reap().unwrap();
+                        q.counts().unwrap();
+                    }
+                })
+            };
+            let workers: Vec<_> = (0..5)
+                .map(|w| {
+                    let dsn = dsn.clone();
+                    s.spawn(move || {
+                        let q = MySqlQueue::open(&dsn).unwrap();
+                        let lease = Duration::from_secs(60);
+                        let mut succeeded = Vec::new();
+                        let mut idle = 0;
+                        let mut n = 0u32;
+                        while idle < 20 {
+                            let Some(c) = q.claim(&format!("w{w}"), lease).unwrap() else {
+                                idle += 1;
+                                std::thread::sleep(Duration::from_millis(5));
+                                continue;
+                            };
+                            idle = 0;
+                            n += 1;
+                            assert!(q.heartbeat(c.job.id, &c.token, lease).unwrap());
+                            let outcome = match n % 4 {
+                                0 if c.job.attempts < c.job.max_attempts => Outcome::Failed {
+                                    error: "flaky".into(),
+                                    retry_in: Duration::ZERO,
+                                },
+                                1 if c.job.attempts == 1 => {
+                                    assert!(q.release(c.job.id, &c.token).unwrap());
+                                    continue;
+                                }
+                                _ => Outcome::Succeeded {
+                                    output_digest: "sha256:o".into(),
+                                    output_ref: format!("r@{}", c.job.id),
+                                },
+                            };
+                            let ok = matches!(outcome, Outcome::Succeeded { .. });
+                            assert!(q.complete(c.job.id, &c.token, &outcome).unwrap());
+                            if ok {
+                                succeeded.push(c.job.id);
+                            }
+                        }
+                        succeeded
+                    })
+                })
+                .collect();
+            let done = workers
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect();
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            reaper.join().unwrap();
+            done
+        });
+        let mut sorted = done.clone();
+        sorted.sort();
+        assert_eq!(sorted, ids, "each job succeeds exactly once");
+        let n = q.counts().unwrap();
+        let of = |st| n.by_state.iter().find(|(k, _)| *k == st).unwrap().1;
+        assert_eq!(of(JobState::Succeeded), 60);
+        assert_eq!(n.lease_losses, 0);
+        eprintln!(
+            "6 racing connections finished 60 jobs in {:?}",
+            t0.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_deadlocked_operation_is_retried() {
+        // A real InnoDB deadlock: another transaction (heavier: it changed ten rows) holds
+        // job b; `reap` locks job a, then waits for b; the other one then asks for a.
+        // InnoDB rolls back the lighter `reap` (1213), which runs again and succeeds.
+        let Some((db, dsn)) = fresh("queue_deadlock") else {
+            return;
+        };
+        let q = MySqlQueue::open(&dsn).unwrap();
+        let ids: Vec<i64> = (0..12)
+            .map(|i| q.enqueue(&job(&format!("sha256:k{i}"))).unwrap().id)
+            .collect();
+        let (a, b) = (ids[0], ids[1]);
+        for want in [a, b] {
+            let c = q.claim("w", Duration::from_millis(1)).unwrap().unwrap();
+            assert_eq!(c.job.id, want);
+        }
+        std::thread::sleep(Duration::from_millis(30));
+        let database = dsn.rsplit('/').next().unwrap();
+        let mut other = db.user_conn(database);
+        let mut tx = other
+            .start_transaction(
+                TxOpts::default().set_isolation_level(Some(IsolationLevel::ReadCommitted)),
+            )
+            .unwrap();
+        tx.exec_drop(
+            "UPDATE obdconv_jobs SET spec = '{\"x\":1}' WHERE id NOT IN (?, ?)",
+            (a, b),
+        )
+        .unwrap();
+        assert_eq!(tx.affected_rows(), 10);
+        let _: Option<i64> = tx
+            .exec_first("SELECT id FROM obdconv_jobs WHERE id = ? FOR UPDATE", (b,))
+            .unwrap();
+        std::thread::scope(|s| {
+            let reaper = s.spawn(|| q.reap());
+            // Let `reap` lock a and start waiting for b.
+            std::thread::sleep(Duration::from_millis(500));
+            let got: Option<i64> = tx
+                .exec_first("SELECT id FROM obdconv_jobs WHERE id = ? FOR UPDATE", (a,))
+                .expect("InnoDB should roll back the lighter reap, not us");
+            assert_eq!(got, Some(a));
+            tx.commit().unwrap();
+            assert_eq!(reaper.join().unwrap().unwrap(), 2, "reap ran again");
+        });
+        let j = q.get(a).unwrap().unwrap();
+        assert_eq!((j.state, j.lease_losses), (JobState::Queued, 1));
     }
 
     #[test]
@@ -756,6 +904,7 @@ mod tests {
         let e = MySqlQueue::open(&dsn).unwrap_err();
         assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
         let text = format!("{e} {e:?}");
+        eprintln!("server down: {e}");
         assert!(matches!(e, QueueError::Unavailable(_)), "{text}");
         assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
         assert!(!text.contains(TestMariaDb::PASSWORD), "{text}");
