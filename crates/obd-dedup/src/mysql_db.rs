@@ -55,6 +55,15 @@ impl Default for MySqlOptions {
 }
 
 impl MySqlOptions {
+    /// The driver options for `dsn` with these timeouts (connect, read and write): what
+    /// another component keeping its own tables in the same database (the service's job
+    /// queue) connects with. The builder holds the password; never log it.
+    pub fn driver_opts(&self, dsn: &MySqlDsn) -> OptsBuilder {
+        base_opts(dsn, self)
+            .read_timeout(Some(self.read_timeout))
+            .write_timeout(Some(self.write_timeout))
+    }
+
     /// The defaults, overridden by the DSN's `timeout`, `readTimeout` and `writeTimeout`.
     pub fn from_dsn(dsn: &MySqlDsn) -> Self {
         let d = MySqlOptions::default();
