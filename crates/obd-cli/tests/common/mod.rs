@@ -5,6 +5,7 @@
 pub mod inject;
 pub mod reg;
 pub mod rel;
+pub mod svc;
 pub mod tree;
 
 use std::path::{Path, PathBuf};

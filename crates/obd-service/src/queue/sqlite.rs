@@ -1,12 +1,13 @@
 //! The SQLite queue: the `obdconv_jobs` table in the SQLite dedup file.
 //!
-//! One connection behind a mutex, WAL mode, `synchronous = FULL` (an enqueue is answered
-//! 2xx only after its commit is on disk), a busy timeout so several processes on one
-//! machine share the file. A claim is one `BEGIN IMMEDIATE` transaction: the write lock is
+//! A small pool of connections (an event never waits behind a worker's claim that waits
+//! for the lock), WAL mode, `synchronous = FULL` (an enqueue is answered 2xx only after its
+//! commit is on disk), a busy timeout of 5 s: several processes on one machine share the
+//! file, and a locked database is reported while the sender still listens. A claim is one `BEGIN IMMEDIATE` transaction: the write lock is
 //! taken first, so two claimers never pick the same row.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
@@ -98,10 +99,63 @@ fn unavailable(e: rusqlite::Error) -> QueueError {
     }
 }
 
+/// How long a statement waits for another connection's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The queue in an SQLite file.
 pub struct SqliteQueue {
     path: PathBuf,
-    conn: Mutex<Connection>,
+    /// Idle connections; one is opened when none is idle.
+    idle: Mutex<Vec<Connection>>,
+}
+
+/// A connection taken from the pool, given back when dropped.
+struct Pooled<'a> {
+    conn: Option<Connection>,
+    queue: &'a SqliteQueue,
+}
+
+impl std::ops::Deref for Pooled<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn.as_ref().expect("held until drop")
+    }
+}
+
+impl std::ops::DerefMut for Pooled<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        self.conn.as_mut().expect("held until drop")
+    }
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            let mut idle = self.queue.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < 8 {
+                idle.push(c);
+            }
+        }
+    }
+}
+
+fn connect(path: &Path) -> Result<Connection> {
+    let what =
+        |e: rusqlite::Error| QueueError::Unavailable(format!("sqlite {}: {e}", path.display()));
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(what)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(what)?;
+    let _: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(what)?;
+    conn.execute_batch("PRAGMA synchronous = FULL")
+        .map_err(what)?;
+    Ok(conn)
 }
 
 impl SqliteQueue {
@@ -110,21 +164,8 @@ impl SqliteQueue {
         let path = path.as_ref().to_path_buf();
         let what =
             |e: rusqlite::Error| QueueError::Unavailable(format!("sqlite {}: {e}", path.display()));
-        let conn = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(what)?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(what)?;
-        let _: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(what)?;
-        conn.execute_batch("PRAGMA synchronous = FULL")
-            .map_err(what)?;
+        let mut conn = connect(&path)?;
         // Two processes creating the table at once: the second waits for the first.
-        let mut conn = conn;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(what)?;
@@ -132,7 +173,7 @@ impl SqliteQueue {
         tx.commit().map_err(what)?;
         Ok(SqliteQueue {
             path,
-            conn: Mutex::new(conn),
+            idle: Mutex::new(vec![conn]),
         })
     }
 
@@ -140,14 +181,22 @@ impl SqliteQueue {
         &self.path
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    fn conn(&self) -> Result<Pooled<'_>> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match idle {
+            Some(c) => c,
+            None => connect(&self.path)?,
+        };
+        Ok(Pooled {
+            conn: Some(conn),
+            queue: self,
+        })
     }
 }
 
 impl Queue for SqliteQueue {
     fn enqueue(&self, j: &NewJob) -> Result<Enqueued> {
-        let mut c = self.conn();
+        let mut c = self.conn()?;
         let tx = c
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(unavailable)?;
@@ -190,7 +239,7 @@ impl Queue for SqliteQueue {
 
     fn claim(&self, owner: &str, lease: Duration) -> Result<Option<Claimed>> {
         let token = new_token();
-        let mut c = self.conn();
+        let mut c = self.conn()?;
         let tx = c
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(unavailable)?;
@@ -216,7 +265,7 @@ impl Queue for SqliteQueue {
 
     fn heartbeat(&self, id: i64, token: &str, lease: Duration) -> Result<bool> {
         let n = self
-            .conn()
+            .conn()?
             .execute(
                 &format!(
                     "UPDATE obdconv_jobs SET lease_expires_ms = {NOW} + ?3 \
@@ -229,7 +278,7 @@ impl Queue for SqliteQueue {
     }
 
     fn complete(&self, id: i64, token: &str, outcome: &Outcome) -> Result<bool> {
-        let c = self.conn();
+        let c = self.conn()?;
         let done = "lease_owner = NULL, lease_token = NULL, lease_expires_ms = NULL";
         let cond = "WHERE id = ?1 AND lease_token = ?2 AND state = 'running'";
         let n = match outcome {
@@ -273,7 +322,7 @@ impl Queue for SqliteQueue {
 
     fn release(&self, id: i64, token: &str) -> Result<bool> {
         let n = self
-            .conn()
+            .conn()?
             .execute(
                 "UPDATE obdconv_jobs SET state = 'queued', attempts = MAX(attempts - 1, 0), \
                  lease_owner = NULL, lease_token = NULL, lease_expires_ms = NULL \
@@ -287,7 +336,7 @@ impl Queue for SqliteQueue {
     fn reap(&self) -> Result<u64> {
         // A job whose every attempt ended in a lost lease (it crashes its worker) is dead.
         let n = self
-            .conn()
+            .conn()?
             .execute(
                 &format!(
                     "UPDATE obdconv_jobs SET \
@@ -306,7 +355,7 @@ impl Queue for SqliteQueue {
     }
 
     fn get(&self, id: i64) -> Result<Option<Job>> {
-        self.conn()
+        self.conn()?
             .query_row(
                 &format!("SELECT {COLUMNS} FROM obdconv_jobs WHERE id = ?1"),
                 [id],
@@ -317,7 +366,7 @@ impl Queue for SqliteQueue {
     }
 
     fn list(&self, state: Option<JobState>, limit: u32) -> Result<Vec<Job>> {
-        let c = self.conn();
+        let c = self.conn()?;
         let mut st = c
             .prepare(&format!(
                 "SELECT {COLUMNS} FROM obdconv_jobs WHERE (?1 IS NULL OR state = ?1) \
@@ -333,7 +382,7 @@ impl Queue for SqliteQueue {
 
     fn retry(&self, id: i64) -> Result<bool> {
         let n = self
-            .conn()
+            .conn()?
             .execute(
                 &format!(
                     "UPDATE obdconv_jobs SET state = 'queued', attempts = 0, \
@@ -347,7 +396,7 @@ impl Queue for SqliteQueue {
     }
 
     fn counts(&self) -> Result<Counts> {
-        let c = self.conn();
+        let c = self.conn()?;
         let mut st = c
             .prepare("SELECT state, COUNT(*) FROM obdconv_jobs GROUP BY state")
             .map_err(unavailable)?;
@@ -381,7 +430,7 @@ impl Queue for SqliteQueue {
     }
 
     fn ping(&self) -> Result<()> {
-        self.conn()
+        self.conn()?
             .query_row("SELECT COUNT(*) FROM obdconv_jobs WHERE id = 0", [], |r| {
                 r.get::<_, i64>(0)
             })
