@@ -350,6 +350,12 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+fn main() {
+    let cli = Cli::parse();
+    obd_cli::logging::init(&cli.log, None);
+    obd_cli::run_main(|| run(cli))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -358,10 +364,4 @@ mod tests {
         assert_eq!(super::utc(1_796_218_316_758), "2026-12-02T13:31:56Z");
         assert_eq!(super::utc(951_782_400_000), "2000-02-29T00:00:00Z");
     }
-}
-
-fn main() {
-    let cli = Cli::parse();
-    obd_cli::logging::init(&cli.log, None);
-    obd_cli::run_main(|| run(cli))
 }
