@@ -36,7 +36,9 @@ impl RegistryStore {
 /// Maps registry errors onto the engine's error kinds.
 pub fn map_err(e: RegError) -> ConvertError {
     match e {
-        RegError::Auth { .. } => ConvertError::Auth(e.to_string()),
+        RegError::Auth { .. } | RegError::CredentialHelper { .. } => {
+            ConvertError::Auth(e.to_string())
+        }
         RegError::NotFound { .. } => ConvertError::NotFound(e.to_string()),
         RegError::DigestMismatch { .. } | RegError::SizeMismatch { .. } => {
             ConvertError::BadInput(e.to_string())

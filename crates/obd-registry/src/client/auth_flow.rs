@@ -14,6 +14,7 @@ use url::Url;
 use super::transport::{network_err, read_error_detail, status_error, transport_error};
 use super::Client;
 use crate::auth::Challenge;
+use crate::credentials::IDENTITY_TOKEN_USER;
 use crate::error::{display_url, Error, Result};
 
 #[derive(Debug, Clone)]
@@ -166,32 +167,16 @@ impl Client {
                 q.append_pair("scope", s);
             }
         }
-        debug!(url = %display_url(&url), scopes = ?scopes, "requesting token (GET)");
-        let mut rb = self.http.get(url.clone());
-        if let Some(c) = &self.creds {
-            let mut hv = HeaderValue::from_str(&c.basic_header())
-                .map_err(|_| Error::Config("credentials contain invalid characters".into()))?;
-            hv.set_sensitive(true);
-            rb = rb.header(AUTHORIZATION, hv);
-        }
-        let resp = rb
-            .send()
-            .map_err(|e| transport_error(e, &url, self.read_deadline()).0)?;
-        let status = resp.status().as_u16();
-        let resp = if status == 200 {
-            resp
-        } else if self.creds.is_some() && matches!(status, 400 | 401 | 403 | 404 | 405) {
-            drop(resp);
+        let identity_token = self
+            .creds
+            .as_ref()
+            .is_some_and(|c| c.username == IDENTITY_TOKEN_USER);
+        let resp = if identity_token {
+            // A refresh token (from a credential helper or `identitytoken`): only the OAuth2
+            // POST can use it.
             self.fetch_token_oauth(realm, service, scopes)?
         } else {
-            return Err(match status_error(&Method::GET, &url, resp, "token") {
-                Error::NotFound { .. } => Error::Auth {
-                    url: display_url(&url),
-                    status,
-                    detail: "token endpoint not found".into(),
-                },
-                e => e,
-            });
+            self.fetch_token_get(&url, realm, service, scopes)?
         };
         #[derive(serde::Deserialize)]
         struct TokenResp {
@@ -225,7 +210,47 @@ impl Client {
         })
     }
 
-    /// OAuth2 `grant_type=password` POST, used when the GET token request is refused.
+    /// The token request by `GET` (Basic auth or anonymous), falling back to the OAuth2
+    /// POST when the token server refuses a GET that carried credentials.
+    fn fetch_token_get(
+        &self,
+        url: &Url,
+        realm: &str,
+        service: Option<&str>,
+        scopes: &[String],
+    ) -> Result<Response> {
+        debug!(url = %display_url(url), scopes = ?scopes, "requesting token (GET)");
+        let mut rb = self.http.get(url.clone());
+        if let Some(c) = &self.creds {
+            let mut hv = HeaderValue::from_str(&c.basic_header())
+                .map_err(|_| Error::Config("credentials contain invalid characters".into()))?;
+            hv.set_sensitive(true);
+            rb = rb.header(AUTHORIZATION, hv);
+        }
+        let resp = rb
+            .send()
+            .map_err(|e| transport_error(e, url, self.read_deadline(), &self.opts.hints).0)?;
+        let status = resp.status().as_u16();
+        let resp = if status == 200 {
+            resp
+        } else if self.creds.is_some() && matches!(status, 400 | 401 | 403 | 404 | 405) {
+            drop(resp);
+            self.fetch_token_oauth(realm, service, scopes)?
+        } else {
+            return Err(match status_error(&Method::GET, url, resp, "token") {
+                Error::NotFound { .. } => Error::Auth {
+                    url: display_url(url),
+                    status,
+                    detail: "token endpoint not found".into(),
+                },
+                e => e,
+            });
+        };
+        Ok(resp)
+    }
+
+    /// OAuth2 POST: `grant_type=password`, used when the GET token request is refused, or
+    /// `grant_type=refresh_token` for an identity token (user name `<token>`).
     pub(super) fn fetch_token_oauth(
         &self,
         realm: &str,
@@ -239,10 +264,16 @@ impl Client {
             .as_ref()
             .ok_or_else(|| Error::Protocol("OAuth2 token request without credentials".into()))?;
         let mut form = url::form_urlencoded::Serializer::new(String::new());
-        form.append_pair("grant_type", "password");
-        form.append_pair("client_id", "obdconv");
-        form.append_pair("username", &creds.username);
-        form.append_pair("password", &creds.password);
+        if creds.username == IDENTITY_TOKEN_USER {
+            form.append_pair("grant_type", "refresh_token");
+            form.append_pair("client_id", "obdconv");
+            form.append_pair("refresh_token", &creds.password);
+        } else {
+            form.append_pair("grant_type", "password");
+            form.append_pair("client_id", "obdconv");
+            form.append_pair("username", &creds.username);
+            form.append_pair("password", &creds.password);
+        }
         if let Some(s) = service {
             form.append_pair("service", s);
         }
@@ -256,7 +287,7 @@ impl Client {
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(form.finish())
             .send()
-            .map_err(|e| transport_error(e, &url, self.read_deadline()).0)?;
+            .map_err(|e| transport_error(e, &url, self.read_deadline(), &self.opts.hints).0)?;
         if resp.status().as_u16() == 200 {
             return Ok(resp);
         }

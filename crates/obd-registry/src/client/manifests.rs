@@ -301,12 +301,12 @@ impl Client {
                 Err(e) => return Err(e),
             }
         } else {
-            return Err(status_error(
+            return Err(self.auth_context(status_error(
                 &Method::GET,
                 &url,
                 resp,
                 &format!("referrers of {digest}"),
-            ));
+            )));
         };
         Ok(match artifact_type {
             Some(at) if !filtered => descs

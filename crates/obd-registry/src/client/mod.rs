@@ -45,8 +45,21 @@ pub struct ClientOptions {
     pub client_cert: Option<(PathBuf, PathBuf)>,
     /// Credentials for Basic auth and token requests.
     pub credentials: Option<Credentials>,
-    /// When `credentials` is `None`, look the host up in the docker config.
+    /// When `credentials` is `None`, look the host up in the container tools' auth files and
+    /// credential helpers ([`crate::credentials::lookup`] on the process environment).
     pub use_docker_config: bool,
+    /// Where `credentials` came from (`-u`, `/root/.docker/config.json credsStore=pass`):
+    /// named when the registry refuses them. Never a secret.
+    pub credentials_source: Option<String>,
+    /// Where credentials were looked for without finding any: listed when the registry asks
+    /// for credentials.
+    pub credentials_searched: Vec<String>,
+    /// certs.d roots: `<root>/<host[:port]>/` is read like a cert dir (`*.crt` CAs,
+    /// `*.cert` + `*.key` client pairs), as docker and the containers tools do. `None`:
+    /// [`DEFAULT_CERTS_D_ROOTS`].
+    pub certs_d_roots: Option<Vec<PathBuf>>,
+    /// How the user changes what error messages suggest changing (command-line flags).
+    pub hints: Hints,
     /// Retries for transient failures (429, 408, 5xx, connection resets).
     pub retries: u32,
     /// First backoff delay; doubles per retry (capped at 10 s).
@@ -75,6 +88,30 @@ pub struct ClientOptions {
     pub min_upload_rate: u64,
 }
 
+/// The system certs.d roots of the containers tools and docker.
+pub const DEFAULT_CERTS_D_ROOTS: [&str; 2] = ["/etc/containers/certs.d", "/etc/docker/certs.d"];
+
+/// The fixes error messages suggest, in the words of the program using the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hints {
+    /// How to give credentials (`-u user:password`).
+    pub credentials: String,
+    /// How to switch to plain HTTP (`--plain`).
+    pub plain_http: String,
+    /// How to trust the registry's CA (`--root-ca FILE or --cert-dir DIR`).
+    pub trust: String,
+}
+
+impl Default for Hints {
+    fn default() -> Self {
+        Hints {
+            credentials: "-u user:password".into(),
+            plain_http: "--plain".into(),
+            trust: "--root-ca FILE or --cert-dir DIR".into(),
+        }
+    }
+}
+
 /// Default [`ClientOptions::read_timeout`].
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default [`ClientOptions::min_upload_rate`]: 128 KiB/s (1 Mbit/s).
@@ -90,6 +127,10 @@ impl Default for ClientOptions {
             client_cert: None,
             credentials: None,
             use_docker_config: false,
+            credentials_source: None,
+            credentials_searched: Vec::new(),
+            certs_d_roots: None,
+            hints: Hints::default(),
             retries: 4,
             retry_base_delay: Duration::from_millis(250),
             user_agent: concat!("obdconv/", env!("CARGO_PKG_VERSION")).to_string(),
@@ -137,7 +178,7 @@ impl std::fmt::Debug for Client {
 
 impl Client {
     /// A client for `host` (`registry.example.com`, `localhost:5000`, `docker.io`).
-    pub fn new(host: &str, opts: ClientOptions) -> Result<Client> {
+    pub fn new(host: &str, mut opts: ClientOptions) -> Result<Client> {
         let api = api_host(host).to_string();
         if api.is_empty() || api.contains('/') || api.contains("://") {
             return Err(Error::Config(format!("bad registry host {host:?}")));
@@ -145,10 +186,15 @@ impl Client {
         let scheme = if opts.plain_http { "http" } else { "https" };
         let base = Url::parse(&format!("{scheme}://{api}/"))
             .map_err(|e| Error::Config(format!("bad registry host {host:?}: {e}")))?;
+        let certs_d_roots: Vec<PathBuf> = match &opts.certs_d_roots {
+            Some(r) => r.clone(),
+            None => DEFAULT_CERTS_D_ROOTS.iter().map(PathBuf::from).collect(),
+        };
         let tls_cfg = tls::build_config(&tls::TlsInputs {
             host: &api,
             insecure_skip_verify: opts.insecure_skip_verify,
             cert_dirs: &opts.cert_dirs,
+            certs_d_roots: &certs_d_roots,
             root_cas: &opts.root_cas,
             client_cert: opts.client_cert.as_ref(),
         })?;
@@ -183,7 +229,16 @@ impl Client {
         };
         let creds = match &opts.credentials {
             Some(c) => Some(c.clone()),
-            None if opts.use_docker_config => Credentials::from_docker_config(host)?,
+            None if opts.use_docker_config => {
+                let l = crate::credentials::lookup(
+                    host,
+                    None,
+                    &crate::credentials::LookupEnv::from_process(),
+                )?;
+                opts.credentials_source = l.source;
+                opts.credentials_searched = l.tried;
+                l.credentials
+            }
             None => None,
         };
         Ok(Client {
@@ -216,6 +271,45 @@ impl Client {
         self.base
             .join(path)
             .map_err(|e| Error::Protocol(format!("bad URL path {path:?}: {e}")))
+    }
+
+    /// Adds to an authentication error where the credentials came from, or, when there
+    /// were none, where they were looked for and how to give some.
+    pub(crate) fn auth_context(&self, e: Error) -> Error {
+        let Error::Auth {
+            url,
+            status,
+            detail,
+        } = e
+        else {
+            return e;
+        };
+        let host = &self.host;
+        let how = &self.opts.hints.credentials;
+        let extra = match (&self.creds, &self.opts.credentials_source) {
+            (Some(_), Some(src)) => format!(
+                "the credentials from {src} were refused: check them, or pass others with {how}"
+            ),
+            (Some(_), None) => {
+                format!("the credentials given were refused: check them, or pass others with {how}")
+            }
+            (None, _) => {
+                let looked = if self.opts.credentials_searched.is_empty() {
+                    "credentials were not looked up".to_string()
+                } else {
+                    format!("looked in: {}", self.opts.credentials_searched.join("; "))
+                };
+                format!(
+                    "no credentials for {host} were found ({looked}); pass them with {how}, or \
+                     log in with `docker login {host}` or `skopeo login {host}`"
+                )
+            }
+        };
+        Error::Auth {
+            url,
+            status,
+            detail: format!("{detail}; {extra}"),
+        }
     }
 
     // ---------------------------------------------------------------- API

@@ -11,7 +11,7 @@ use tracing::{debug, warn};
 use url::Url;
 
 use super::upload::SourceError;
-use super::Client;
+use super::{Client, Hints};
 use crate::auth::parse_www_authenticate;
 use crate::error::{display_url, truncate_body, Error, Result};
 
@@ -110,7 +110,12 @@ pub(super) fn read_error_detail(e: &io::Error, read_timeout: Option<Duration>) -
 }
 
 /// Classify a transport error: (error, transient?). `deadline` is named when it expired.
-pub(super) fn transport_error(e: reqwest::Error, url: &Url, deadline: Deadline) -> (Error, bool) {
+pub(super) fn transport_error(
+    e: reqwest::Error,
+    url: &Url,
+    deadline: Deadline,
+    hints: &Hints,
+) -> (Error, bool) {
     let mut transient = e.is_connect() || e.is_timeout();
     let mut tls_err = false;
     let timeout_note = match (e.is_timeout(), e.is_connect()) {
@@ -172,7 +177,33 @@ pub(super) fn transport_error(e: reqwest::Error, url: &Url, deadline: Deadline) 
         // NO_PROXY sends a host direct).
         detail = format!("through the proxy {p} (from HTTPS_PROXY/HTTP_PROXY): {detail}");
     }
+    if detail.contains("InvalidContentType") {
+        // A TLS client hello answered by an HTTP/1.x response: the bytes `HTTP` are not a
+        // TLS record.
+        return (
+            Error::Tls {
+                url: display_url(url),
+                detail: format!(
+                    "the registry speaks plain HTTP, not HTTPS: use {} ({detail})",
+                    hints.plain_http
+                ),
+            },
+            false,
+        );
+    }
     if tls_err {
+        if detail.contains("invalid peer certificate") {
+            let host = url.host_str().unwrap_or_default();
+            let host = match url.port() {
+                Some(p) => format!("{host}:{p}"),
+                None => host.to_string(),
+            };
+            detail = format!(
+                "{detail}; the registry's certificate is not trusted: give its CA with {}, \
+                 or put it in /etc/containers/certs.d/{host}/ca.crt",
+                hints.trust
+            );
+        }
         (
             Error::Tls {
                 url: display_url(url),
@@ -356,7 +387,9 @@ impl Client {
             },
         };
         loop {
-            let authz = self.authorization(scopes)?;
+            let authz = self
+                .authorization(scopes)
+                .map_err(|e| self.auth_context(e))?;
             let mut rb = http.request(method.clone(), url.clone());
             if let Deadline::Upload { total, .. } = deadline {
                 rb = rb.timeout(total);
@@ -376,7 +409,7 @@ impl Client {
             let res = rb.send();
             match res {
                 Err(e) => {
-                    let (err, transient) = transport_error(e, url, deadline);
+                    let (err, transient) = transport_error(e, url, deadline, &self.opts.hints);
                     if transient
                         && upload.is_none()
                         && body.rewindable()
@@ -401,7 +434,10 @@ impl Client {
                             .filter_map(|v| v.to_str().ok().map(|s| s.to_string()))
                             .collect();
                         let chs = parse_www_authenticate(hdrs.iter().map(|s| s.as_str()));
-                        if self.handle_challenge(&chs, scopes, sent.as_deref())? {
+                        if self
+                            .handle_challenge(&chs, scopes, sent.as_deref())
+                            .map_err(|e| self.auth_context(e))?
+                        {
                             auth_rounds += 1;
                             continue;
                         }
@@ -436,7 +472,7 @@ impl Client {
         if ok.contains(&resp.status().as_u16()) {
             Ok(resp)
         } else {
-            Err(status_error(&method, url, resp, what))
+            Err(self.auth_context(status_error(&method, url, resp, what)))
         }
     }
 

@@ -491,6 +491,25 @@ impl Client {
         check_committed(&resp, digest, &what)
     }
 
+    /// Checks that `repo` takes pushes with these credentials: opens a blob upload session
+    /// (`POST /v2/<repo>/blobs/uploads/` with push scope) and cancels it (`DELETE`; a failing
+    /// cancel is ignored), so that a 401 or 403 surfaces before any expensive work.
+    pub fn check_push(&self, repo: &str) -> Result<()> {
+        validate_repository(repo)?;
+        let scopes = [scope_push(repo)];
+        let (_, loc) = self.start_upload(repo, "", &scopes)?;
+        if let Some(loc) = loc {
+            match self.send(Method::DELETE, &loc, &[], &mut ReqBody::Empty, &scopes) {
+                Ok(r) => debug!(
+                    status = r.status().as_u16(),
+                    "cancelled the push-check upload session"
+                ),
+                Err(e) => debug!(error = %e, "cancelling the push-check upload session failed"),
+            }
+        }
+        Ok(())
+    }
+
     /// Cross-repository mount of `digest` from `from_repo` into `repo` (same registry).
     /// `true` if mounted (201); `false` if the registry opened a normal upload instead (202),
     /// which is cancelled.
