@@ -107,6 +107,10 @@ impl Store for RegistryStore {
             .map_err(map_err)
     }
 
+    fn check_push(&self) -> Result<()> {
+        self.client.check_push(&self.repo).map_err(map_err)
+    }
+
     fn has_blob(&self, digest: &str) -> Result<Option<u64>> {
         self.client.head_blob(&self.repo, digest).map_err(map_err)
     }

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::{ArgAction, Parser};
 use std::sync::Arc;
 
-use obd_cli::net::{convert_exit_code, NetArgs};
+use obd_cli::net::{convert_exit_code, CliCreds, NetArgs, Side};
 use obd_cli::progress::{Bars, Lines};
 use obd_convert::dedup::DedupHandle;
 use obd_convert::dedup_db::DbDedup;
@@ -50,8 +50,10 @@ struct Args {
     /// repository for converting image (required); `oci:DIR` for an OCI image layout
     #[arg(short = 'r', long)]
     repository: String,
-    /// user[:password] Registry user and password
-    #[arg(short = 'u', long)]
+    /// user[:password] Registry user and password (`--src-creds` as in skopeo); without it
+    /// the credentials come from REGISTRY_AUTH_FILE, the containers auth.json files or the
+    /// docker config (credential helpers too)
+    #[arg(short = 'u', long, visible_alias = "src-creds")]
     username: Option<String>,
     #[command(flatten)]
     log: obd_cli::logging::LogArgs,
@@ -129,8 +131,9 @@ struct Args {
     /// push the result to this repository instead of the source one (`oci:DIR` too)
     #[arg(long = "target-repository")]
     target_repository: Option<String>,
-    /// user[:password] for the target repository (default: the source credentials)
-    #[arg(long = "target-username")]
+    /// user[:password] for the target repository (`--dest-creds` as in skopeo; default: the
+    /// source credentials, else looked up like them)
+    #[arg(long = "target-username", visible_alias = "dest-creds")]
     target_username: Option<String>,
     /// ZFile compression of the layers
     #[arg(long, default_value = "lz4")]
@@ -354,8 +357,13 @@ fn run(a: Args, progress: Arc<dyn Progress>) -> Result<()> {
         return Err(usage("--vsize must be between 1 and 1048576 GB"));
     }
     preflight(&a, native_tag.as_deref(), turbo.as_deref())?;
+    a.net.validate()?;
     let net = &a.net;
-    let src = net.open(&a.repository, a.username.as_deref(), false)?;
+    let src_creds = a
+        .username
+        .as_deref()
+        .map(|value| CliCreds { value, flag: "-u" });
+    let src = net.open(&a.repository, src_creds, Side::Source, false)?;
     // An image that is already converted is refused before any work (its manifests are
     // read, nothing else): converting it again would wrap block layers in block layers.
     if let Some(kind) = obd_convert::already_converted(src.as_ref(), &reference)? {
@@ -374,13 +382,34 @@ fn run(a: Args, progress: Arc<dyn Progress>) -> Result<()> {
         )));
     }
     let dst = match &a.target_repository {
-        Some(t) => net.open(
-            t,
-            a.target_username.as_deref().or(a.username.as_deref()),
-            true,
-        )?,
+        Some(t) => {
+            let creds = match &a.target_username {
+                Some(value) => Some(CliCreds {
+                    value,
+                    flag: "--target-username",
+                }),
+                None => src_creds,
+            };
+            net.open(t, creds, Side::Target, true)?
+        }
         None => src.clone(),
     };
+    // Push access is checked before anything is downloaded or built: a refusal would
+    // otherwise only show at the first upload.
+    if !a.no_upload {
+        let target = a.target_repository.as_deref().unwrap_or(&a.repository);
+        dst.check_push().map_err(|e| {
+            let what = if matches!(e, ConvertError::Auth(_)) {
+                format!(
+                    "cannot push to the target repository {target}: these credentials are not \
+                     allowed to push there (checked before converting anything)"
+                )
+            } else {
+                format!("checking that the target repository {target} takes pushes")
+            };
+            anyhow::Error::new(e).context(what)
+        })?;
+    }
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
