@@ -217,8 +217,11 @@ impl NetArgs {
             // where a streamed body moves in 8 KiB pieces (the 1.5 GB `usr` bench image
             // uploads about 13% faster).
             chunk_size: Some(UPLOAD_CHUNK),
-            certs_d_roots: std::env::var_os(CERTS_D_ROOTS_ENV)
-                .map(|v| std::env::split_paths(&v).collect()),
+            certs_d_roots: std::env::var_os(CERTS_D_ROOTS_ENV).map(|v| {
+                std::env::split_paths(&v)
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .collect()
+            }),
             hints: obd_registry::Hints {
                 credentials: match side {
                     Side::Source => self.cred_flags.source.clone(),

@@ -20,7 +20,9 @@ use crate::auth::Credentials;
 use crate::error::{Error, Result};
 
 /// The user name a credential helper (or an `identitytoken` entry) gives for an identity
-/// token: the secret is then an OAuth2 refresh token, not a password.
+/// token: the secret is then an OAuth2 refresh token, not a password. With Bearer auth it is
+/// exchanged in a `grant_type=refresh_token` POST; a Basic-auth registry gets it as the
+/// password of user `<token>` (which such registries normally refuse).
 pub const IDENTITY_TOKEN_USER: &str = "<token>";
 
 /// The environment the lookup reads: paths and the `PATH` searched for helpers.

@@ -1,5 +1,6 @@
-//! The blocking registry client: [`Client`] and [`ClientOptions`], construction, URL helpers
-//! and token scopes. The concerns live in submodules: [`transport`] (sending, retries,
+//! The blocking registry client: [`Client`] and [`ClientOptions`] (with the [`Hints`] named
+//! in error messages), construction, URL helpers, token scopes and the context added to
+//! authentication errors (where the credentials came from, or where none were found). The concerns live in submodules: [`transport`] (sending, retries,
 //! deadlines, error mapping), [`auth_flow`] (challenges, tokens), [`blobs`] (downloads),
 //! [`upload`] (blob pushes, sessions, mounts) and [`manifests`] (manifests, tags,
 //! referrers).
