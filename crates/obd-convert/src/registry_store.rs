@@ -43,7 +43,9 @@ impl RegistryStore {
 /// Maps registry errors onto the engine's error kinds.
 pub fn map_err(e: RegError) -> ConvertError {
     match e {
-        RegError::Auth { .. } => ConvertError::Auth(e.to_string()),
+        RegError::Auth { .. } | RegError::CredentialHelper { .. } => {
+            ConvertError::Auth(e.to_string())
+        }
         RegError::NotFound { .. } => ConvertError::NotFound(e.to_string()),
         RegError::DigestMismatch { .. } | RegError::SizeMismatch { .. } => {
             ConvertError::BadInput(e.to_string())
@@ -110,6 +112,10 @@ impl Store for RegistryStore {
         self.client
             .mount_blob(&self.repo, from_repo, digest)
             .map_err(map_err)
+    }
+
+    fn check_push(&self) -> Result<()> {
+        self.client.check_push(&self.repo).map_err(map_err)
     }
 
     fn has_blob(&self, digest: &str) -> Result<Option<u64>> {

@@ -79,6 +79,11 @@ pub trait Store: Send + Sync {
         let _ = (digest, from_repo);
         Ok(false)
     }
+    /// Fails when this store would refuse pushes, checked before any expensive work (a
+    /// registry: the credentials may not push to the repository). Layouts: nothing to check.
+    fn check_push(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A reader that checks the sha256 of everything it read when it reaches the end.

@@ -29,6 +29,18 @@ pub enum Error {
         detail: String,
     },
 
+    /// A `docker-credential-<name>` helper named in an auth file is missing from `PATH` or
+    /// failed (other than saying it has no credentials).
+    #[error(
+        "credential helper {helper} (named in {config}) failed: {detail}; install it on PATH, \
+         remove it from {config}, or pass the credentials explicitly"
+    )]
+    CredentialHelper {
+        helper: String,
+        config: String,
+        detail: String,
+    },
+
     /// 404, or a distribution error code `MANIFEST_UNKNOWN`, `BLOB_UNKNOWN`, `NAME_UNKNOWN`.
     #[error("not found: {what}{}", code.as_ref().map(|c| format!(" ({c})")).unwrap_or_default())]
     NotFound { what: String, code: Option<String> },
@@ -87,7 +99,7 @@ impl Error {
     /// network 6, anything else 1.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Auth { .. } => 3,
+            Error::Auth { .. } | Error::CredentialHelper { .. } => 3,
             Error::NotFound { .. } => 4,
             Error::InvalidReference { .. } | Error::Config(_) | Error::Unsupported(_) => 5,
             Error::Io(_) | Error::Network { .. } | Error::Tls { .. } => 6,

@@ -21,7 +21,10 @@
 //!   total deadline instead, `2 × read_timeout + size / min_upload_rate` (128 KiB/s), which
 //!   also catches a registry that stops reading the body; the upload is then restarted.
 //! - Auth: Basic, or Bearer tokens fetched by GET (Basic or anonymous), falling back to an
-//!   OAuth2 password POST; cached per scope set; secrets are never logged.
+//!   OAuth2 password POST (a refresh-token POST for identity tokens); cached per scope set;
+//!   secrets are never logged. [`credentials::lookup`] finds credentials where the container
+//!   tools keep them (auth files, `docker-credential-*` helpers); authentication errors name
+//!   where the credentials came from, or where none were found.
 //! - The `testutil` feature starts real `docker-registry` instances for tests
 //!   (`testutil::TestRegistry`) — see that module.
 //!
@@ -41,6 +44,7 @@
 
 mod auth;
 mod client;
+pub mod credentials;
 mod error;
 mod proxy;
 mod reference;
@@ -53,7 +57,7 @@ pub mod testutil;
 pub use auth::{parse_www_authenticate, Challenge, Credentials};
 pub use client::{
     referrers_fallback_tag, scope_pull, scope_push, BlobPush, BlobReader, Client, ClientOptions,
-    DEFAULT_MIN_UPLOAD_RATE, DEFAULT_READ_TIMEOUT,
+    Hints, DEFAULT_CERTS_D_ROOTS, DEFAULT_MIN_UPLOAD_RATE, DEFAULT_READ_TIMEOUT,
 };
 pub use error::{Error, Result};
 pub use reference::{api_host, valid_tag, validate_digest, validate_repository, Reference};

@@ -35,6 +35,10 @@ pub const TEST_USER: &str = "testuser";
 /// Password accepted by the auth-enabled registries (contains a colon on purpose).
 pub const TEST_PASSWORD: &str = "test:pass";
 
+/// The refresh token the token server of the token kinds accepts in an OAuth2
+/// `grant_type=refresh_token` POST (for [`TEST_USER`]).
+pub const TEST_REFRESH_TOKEN: &str = "obdconv-test-refresh-token";
+
 /// Which registry configuration to start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RegistryKind {
@@ -706,6 +710,13 @@ fn handle_token_conn(stream: TcpStream, ctx: &TokenCtx) -> std::io::Result<()> {
                 }
                 None => None,
             }
+        }
+        "POST" if get("grant_type").as_deref() == Some("refresh_token") => {
+            // An identity token, as a credential helper hands out for `<token>`.
+            if get("refresh_token").as_deref() != Some(TEST_REFRESH_TOKEN) {
+                return respond(&mut w, "401 Unauthorized", r#"{"error":"invalid_grant"}"#);
+            }
+            Some(TEST_USER.to_string())
         }
         "POST" => {
             if get("grant_type").as_deref() != Some("password") {

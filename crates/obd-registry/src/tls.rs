@@ -48,9 +48,20 @@ pub(crate) struct CertDirContents {
 /// Scan `dir` and `dir/<host>` (containerd `certs.d` style): `*.crt` are CAs, `*.cert` are
 /// client certificates whose key is `<stem>.key`. Missing directories are ignored.
 pub(crate) fn scan_cert_dir(dir: &Path, host: &str) -> Result<CertDirContents> {
+    scan_dirs(&[dir.to_path_buf(), dir.join(host)])
+}
+
+/// Scan the certs.d roots (`/etc/containers/certs.d`, `/etc/docker/certs.d`): only
+/// `<root>/<host[:port]>/` counts, as for docker and the containers tools.
+pub(crate) fn scan_certs_d(roots: &[PathBuf], host: &str) -> Result<CertDirContents> {
+    let dirs: Vec<PathBuf> = roots.iter().map(|r| r.join(host)).collect();
+    scan_dirs(&dirs)
+}
+
+fn scan_dirs(dirs: &[PathBuf]) -> Result<CertDirContents> {
     let mut out = CertDirContents::default();
-    for d in [dir.to_path_buf(), dir.join(host)] {
-        let rd = match std::fs::read_dir(&d) {
+    for d in dirs {
+        let rd = match std::fs::read_dir(d) {
             Ok(rd) => rd,
             Err(e)
                 if matches!(
@@ -98,6 +109,7 @@ pub(crate) struct TlsInputs<'a> {
     pub host: &'a str,
     pub insecure_skip_verify: bool,
     pub cert_dirs: &'a [PathBuf],
+    pub certs_d_roots: &'a [PathBuf],
     pub root_cas: &'a [PathBuf],
     pub client_cert: Option<&'a (PathBuf, PathBuf)>,
 }
@@ -118,6 +130,9 @@ pub(crate) fn build_config(inp: &TlsInputs<'_>) -> Result<rustls::ClientConfig> 
         ca_files.extend(c.cas);
         pairs.extend(c.pairs);
     }
+    let c = scan_certs_d(inp.certs_d_roots, inp.host)?;
+    ca_files.extend(c.cas);
+    pairs.extend(c.pairs);
     for f in &ca_files {
         for c in read_certs(f)? {
             roots.add(c).map_err(|e| {

@@ -2,8 +2,11 @@
 
 use std::io::Read;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use obd_registry::testutil::{RegistryKind, TestRegistry, TEST_PASSWORD, TEST_USER};
+use obd_registry::testutil::{
+    RegistryKind, TestRegistry, TEST_PASSWORD, TEST_REFRESH_TOKEN, TEST_USER,
+};
 use obd_registry::{
     referrers_fallback_tag, sha256_digest, BlobPush, Client, ClientOptions, Credentials,
     Descriptor, Error, Reference, OCI_EMPTY, OCI_INDEX, OCI_MANIFEST,
@@ -537,6 +540,125 @@ fn token_auth() {
     let e = bad.get_manifest("test/tok", "v1").unwrap_err();
     assert!(matches!(e, Error::Auth { .. }), "{e}");
     assert!(!e.to_string().contains("nope"));
+}
+
+#[test]
+fn check_push_identity_tokens_and_auth_context() {
+    let Some(reg) = TestRegistry::start_or_skip(RegistryKind::Token) else {
+        return;
+    };
+    reg.client().check_push("test/cp").unwrap();
+    // Anonymous gets pull only: refused, saying no credentials were found and where we looked.
+    let anon = Client::new(
+        &reg.host,
+        ClientOptions {
+            credentials_searched: vec!["/x/auth.json (absent)".into()],
+            ..reg.anonymous_options()
+        },
+    )
+    .unwrap();
+    let e = anon.check_push("test/cp").unwrap_err();
+    let m = e.to_string();
+    assert!(matches!(e, Error::Auth { .. }), "{m}");
+    assert!(
+        m.contains("no credentials for") && m.contains("/x/auth.json (absent)"),
+        "{m}"
+    );
+    assert!(
+        m.contains("docker login") && m.contains("-u user:password"),
+        "{m}"
+    );
+    // Refused credentials: their source is named, never the secret.
+    let bad = Client::new(
+        &reg.host,
+        ClientOptions {
+            credentials: Some(Credentials::new(TEST_USER, "wrong-secret")),
+            credentials_source: Some("REGISTRY_AUTH_FILE=/y.json auths[h]".into()),
+            ..reg.options()
+        },
+    )
+    .unwrap();
+    let m = bad.check_push("test/cp").unwrap_err().to_string();
+    assert!(
+        m.contains("credentials from REGISTRY_AUTH_FILE=/y.json"),
+        "{m}"
+    );
+    assert!(!m.contains("wrong-secret"), "{m}");
+    // An identity token (user `<token>`) is a refresh token for the OAuth2 POST.
+    let it = Client::new(
+        &reg.host,
+        ClientOptions {
+            credentials: Some(Credentials::new("<token>", TEST_REFRESH_TOKEN)),
+            ..reg.options()
+        },
+    )
+    .unwrap();
+    it.check_push("test/it").unwrap();
+    push_image(&it, "test/it", "v1", 71);
+    assert!(
+        reg.token_requests().iter().any(|r| r.starts_with("POST")),
+        "{:?}",
+        reg.token_requests()
+    );
+}
+
+#[test]
+fn tls_messages_and_certs_d() {
+    let (Some(tls), Some(plain)) = (
+        TestRegistry::start_or_skip(RegistryKind::TlsBasic),
+        TestRegistry::start_or_skip(RegistryKind::Plain),
+    ) else {
+        return;
+    };
+    // HTTPS to a plain-HTTP registry: said so, not retried.
+    let c = Client::new(
+        &plain.host,
+        ClientOptions {
+            plain_http: false,
+            ..plain.options()
+        },
+    )
+    .unwrap();
+    let t = std::time::Instant::now();
+    let m = c.ping().unwrap_err().to_string();
+    assert!(
+        m.contains("speaks plain HTTP") && m.contains("--plain"),
+        "{m}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(2), "retried: {m}");
+    // Unknown CA: the fix is named.
+    let no_ca = Client::new(
+        &tls.host,
+        ClientOptions {
+            root_cas: vec![],
+            certs_d_roots: Some(vec![]),
+            ..tls.options()
+        },
+    )
+    .unwrap();
+    let m = no_ca.ping().unwrap_err().to_string();
+    assert!(
+        m.contains("UnknownIssuer") && m.contains("--root-ca"),
+        "{m}"
+    );
+    // The CA in <certs.d root>/<host:port>/ca.crt is trusted.
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join(&tls.host)).unwrap();
+    std::fs::copy(
+        tls.ca_cert.as_ref().unwrap(),
+        root.path().join(&tls.host).join("ca.crt"),
+    )
+    .unwrap();
+    let via = Client::new(
+        &tls.host,
+        ClientOptions {
+            root_cas: vec![],
+            certs_d_roots: Some(vec![PathBuf::from("/nonexistent"), root.path().into()]),
+            ..tls.options()
+        },
+    )
+    .unwrap();
+    via.ping().unwrap();
 }
 
 #[test]

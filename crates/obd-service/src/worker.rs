@@ -220,35 +220,60 @@ impl Store for FencedStore {
         self.check()?;
         self.inner.mount_blob(digest, from_repo)
     }
+    fn check_push(&self) -> obd_convert::Result<()> {
+        self.check()?;
+        self.inner.check_push()
+    }
 }
 
-/// Client options for `host` from its `[[registry]]` settings; credentials come from the
-/// same lookup as `convertor`'s (auth files, docker config, helpers).
-pub fn client_options(r: &RegistryConfig) -> obd_registry::ClientOptions {
+/// Client options for `HOST/REPO` from its `[[registry]]` settings; credentials come from
+/// the same lookup as `convertor`'s (`REGISTRY_AUTH_FILE`, the containers auth.json files,
+/// the docker config with its credential helpers), and so do certs.d directories.
+pub fn client_options(
+    r: &RegistryConfig,
+    repository: &str,
+) -> obd_convert::Result<obd_registry::ClientOptions> {
     let client_cert = r.client_cert.as_deref().and_then(|cc| {
         cc.rsplit_once(':')
             .map(|(c, k)| (PathBuf::from(c), PathBuf::from(k)))
     });
-    obd_registry::ClientOptions {
+    let env = obd_registry::credentials::LookupEnv::from_process();
+    let found = obd_registry::credentials::lookup(&r.host, Some(repository), &env)
+        .map_err(obd_convert::registry_store::map_err)?;
+    Ok(obd_registry::ClientOptions {
         plain_http: r.plain,
         insecure_skip_verify: r.insecure,
         cert_dirs: r.cert_dir.clone(),
         root_cas: r.root_ca.clone(),
         client_cert,
-        use_docker_config: true,
-        credentials: None,
+        credentials: found.credentials,
+        credentials_source: found.source,
+        credentials_searched: found.tried,
+        certs_d_roots: std::env::var_os("OBDCONV_CERTS_D_ROOTS").map(|v| {
+            std::env::split_paths(&v)
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        }),
+        hints: obd_registry::Hints {
+            credentials: format!(
+                "a credential helper, auth.json or docker config entry for {}",
+                r.host
+            ),
+            plain_http: format!("plain = true in the [[registry]] of {}", r.host),
+            trust: format!("root_ca or cert_dir in the [[registry]] of {}", r.host),
+        },
         chunk_size: Some(16 << 20),
         ..Default::default()
-    }
+    })
 }
 
 /// The store of `HOST/REPO`.
 pub fn open_repo(config: &Config, host_repo: &str) -> obd_convert::Result<Arc<dyn Store>> {
     let r = obd_registry::Reference::parse(host_repo)
         .map_err(|e| ConvertError::Unsupported(format!("repository {host_repo:?}: {e}")))?;
-    let client =
-        obd_registry::Client::new(&r.registry, client_options(&config.registry(&r.registry)))
-            .map_err(obd_convert::registry_store::map_err)?;
+    let opts = client_options(&config.registry(&r.registry), &r.repository)?;
+    let client = obd_registry::Client::new(&r.registry, opts)
+        .map_err(obd_convert::registry_store::map_err)?;
     Ok(Arc::new(RegistryStore::new(client, r.repository)))
 }
 
@@ -337,6 +362,9 @@ fn convert(shared: &Shared, job: &Job, lease: &Arc<Lease>, work: &Path) -> Outco
             inner: target,
             lease: lease.clone(),
         });
+        // Push access first: a target the credentials cannot push to is a dead job before
+        // anything is downloaded.
+        dst.check_push()?;
         let mut opts = options(&job.spec, work)?;
         if let (Some(db), Engine::Native) = (&shared.dedup, &opts.engine) {
             let (lp, mp) = obd_convert::dedup_db::profiles(&opts.native, "native")

@@ -10,7 +10,7 @@ use clap::{ArgAction, Parser};
 use std::sync::Arc;
 
 use obd_cli::location::Located;
-use obd_cli::net::{convert_exit_code, NetArgs};
+use obd_cli::net::{convert_exit_code, CliCreds, NetArgs, Side};
 use obd_cli::progress::{Bars, Lines};
 use obd_convert::dedup::DedupHandle;
 use obd_convert::dedup_db::DbDedup;
@@ -53,8 +53,10 @@ struct Args {
     /// repository for converting image (required): HOST/REPO, or with the image HOST/REPO:TAG or HOST/REPO@DIGEST; `oci:DIR[:TAG]` for an OCI image layout; `oci-archive:FILE[:TAG]` or `docker-archive:FILE[:NAME:TAG|@N]` to read a tar file (with --target-repository)
     #[arg(short = 'r', long)]
     repository: String,
-    /// user[:password] Registry user and password
-    #[arg(short = 'u', long)]
+    /// user[:password] Registry user and password (`--src-creds` as in skopeo); without it
+    /// the credentials come from REGISTRY_AUTH_FILE, the containers auth.json files or the
+    /// docker config (credential helpers too)
+    #[arg(short = 'u', long, visible_alias = "src-creds")]
     username: Option<String>,
     #[command(flatten)]
     log: obd_cli::logging::LogArgs,
@@ -132,8 +134,9 @@ struct Args {
     /// push the result to this repository instead of the source one (`oci:DIR` too)
     #[arg(long = "target-repository")]
     target_repository: Option<String>,
-    /// user[:password] for the target repository (default: the source credentials)
-    #[arg(long = "target-username")]
+    /// user[:password] for the target repository (`--dest-creds` as in skopeo; default: the
+    /// source credentials, else looked up like them)
+    #[arg(long = "target-username", visible_alias = "dest-creds")]
     target_username: Option<String>,
     /// ZFile compression of the layers
     #[arg(long, default_value = "lz4")]
@@ -459,8 +462,13 @@ fn run(a: Args, progress: Arc<dyn Progress>) -> Result<Vec<String>> {
         native_tag.as_deref(),
         turbo.as_deref(),
     )?;
+    a.net.validate()?;
     let net = &a.net;
-    let src = net.open(&loc.repo, a.username.as_deref(), false)?;
+    let src_creds = a
+        .username
+        .as_deref()
+        .map(|value| CliCreds { value, flag: "-u" });
+    let src = net.open(&loc.repo, src_creds, Side::Source, false)?;
     // An image that is already converted is refused before any work (its manifests are
     // read, nothing else): converting it again would wrap block layers in block layers.
     if let Some(kind) = obd_convert::already_converted(src.as_ref(), &reference)? {
@@ -479,13 +487,34 @@ fn run(a: Args, progress: Arc<dyn Progress>) -> Result<Vec<String>> {
         )));
     }
     let dst = match &a.target_repository {
-        Some(t) => net.open(
-            t,
-            a.target_username.as_deref().or(a.username.as_deref()),
-            true,
-        )?,
+        Some(t) => {
+            let creds = match &a.target_username {
+                Some(value) => Some(CliCreds {
+                    value,
+                    flag: "--target-username",
+                }),
+                None => src_creds,
+            };
+            net.open(t, creds, Side::Target, true)?
+        }
         None => src.clone(),
     };
+    // Push access is checked before anything is downloaded or built: a refusal would
+    // otherwise only show at the first upload.
+    if !a.no_upload {
+        let target = a.target_repository.as_deref().unwrap_or(&loc.repo);
+        dst.check_push().map_err(|e| {
+            let what = if matches!(e, ConvertError::Auth(_)) {
+                format!(
+                    "cannot push to the target repository {target}: these credentials are not \
+                     allowed to push there (checked before converting anything)"
+                )
+            } else {
+                format!("checking that the target repository {target} takes pushes")
+            };
+            anyhow::Error::new(e).context(what)
+        })?;
+    }
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);

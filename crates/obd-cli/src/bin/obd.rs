@@ -195,7 +195,8 @@ enum Cmd {
 struct CheckArgs {
     #[command(flatten)]
     net: obd_cli::net::NetArgs,
-    /// Credentials `user[:password]` for both repositories (default: ~/.docker/config.json).
+    /// Credentials `user[:password]` for both repositories (default: looked up in
+    /// REGISTRY_AUTH_FILE, the containers auth.json files and the docker config).
     #[arg(short = 'u', long = "username")]
     username: Option<String>,
     /// Source repository (`oci:DIR` or `host/repo`).
@@ -225,10 +226,19 @@ struct CheckArgs {
 /// Runs `obd check` and exits: 0 identical, 1 differences, else the error's exit code.
 fn check_main(a: CheckArgs) -> ! {
     let r = (|| -> Result<obd_check::Report> {
-        let user = a.username.as_deref();
-        let src = a.net.open(&a.source, user, false)?;
+        let mut net = a.net.clone();
+        net.cred_flags = obd_cli::net::CredFlags {
+            source: "-u user:password".into(),
+            target: "-u user:password".into(),
+        };
+        net.validate()?;
+        let user = a
+            .username
+            .as_deref()
+            .map(|value| obd_cli::net::CliCreds { value, flag: "-u" });
+        let src = net.open(&a.source, user, obd_cli::net::Side::Source, false)?;
         let conv = match &a.converted {
-            Some(c) => a.net.open(c, user, false)?,
+            Some(c) => net.open(c, user, obd_cli::net::Side::Target, false)?,
             None => src.clone(),
         };
         let opts = obd_check::CheckOptions {
