@@ -98,7 +98,7 @@ struct Common {
     /// first retry delay in milliseconds (doubled per attempt, with jitter)
     #[arg(long = "backoff-ms")]
     backoff_ms: Option<u64>,
-    /// registries reached over plain HTTP (HOST[:PORT]; repeatable), as convertor's --plain
+    /// registries reached over plain HTTP (HOST or HOST:PORT; repeatable), as convertor's --plain
     #[arg(long = "plain-registry", value_name = "HOST")]
     plain_registry: Vec<String>,
 }

@@ -10,7 +10,7 @@
 //!   COMMITTED (no gap locks between claimers, enqueuers and the reaper), and
 //!   `STRICT_ALL_TABLES` added to the server's `sql_mode` (an over-long value is an error,
 //!   never silently truncated).
-//! - **Clock.** Times are the server's: [`NOW`], milliseconds since the epoch.
+//! - **Clock.** Times are the server's: `NOW`, milliseconds since the epoch.
 //! - **Claims.** One short READ COMMITTED transaction: find the oldest runnable row with
 //!   `FOR UPDATE SKIP LOCKED`, mark it running with a fresh lease, read it back, commit. The
 //!   probe is done per state (`queued`, then `failed` only if it would come first), each
