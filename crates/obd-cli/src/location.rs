@@ -60,8 +60,8 @@ pub fn split(r: &str) -> Located {
     }
     let last = r.rfind('/').map_or(0, |i| i + 1);
     match r[last..].rfind(':') {
-        // `localhost:5000` alone is a host and port, not a repository with a tag.
-        Some(i) if last > 0 => Located {
+        // As docker reads it: `name:tag` without a `/` is a Docker Hub repository and tag.
+        Some(i) => Located {
             repo: r[..last + i].to_string(),
             reference: Some(r[last + i + 1..].to_string()),
         },

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use common::svc::*;
 use common::tree::corpus;
 use common::*;
+use obd_dedup::testutil::TestMariaDb;
 use obd_registry::testutil::{Fault, FlakyProxy, RegistryKind, TestRegistry};
 use serde_json::Value;
 
@@ -616,4 +617,57 @@ fn sigterm_finishes_the_running_job_and_exits_0() {
     let j: Value =
         serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().next().unwrap()).unwrap();
     assert_eq!(j["state"], "succeeded");
+}
+
+/// The queue in a real MariaDB: a pushed image converts; with the server killed, events are
+/// 503 and `/readyz` is 503, never 2xx; once it is back, the events the registry kept
+/// retrying convert.
+#[test]
+fn on_mariadb_events_are_503_while_it_is_down_then_convert() {
+    let Some(layout) = corpus() else { return };
+    if !needs_skopeo() {
+        return;
+    }
+    let Some(db) = TestMariaDb::start_or_skip() else {
+        return;
+    };
+    let dsn = db.dsn_for(&db.create_database("svc"));
+    let port = free_port();
+    let Some(reg) = notifying_registry(port) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::start_on(
+        "serve",
+        port,
+        dir.path(),
+        ("mysql", &dsn),
+        &["--plain-registry", &reg.host],
+    );
+    push(&layout, "tiny", &reg.host, "maria/tiny");
+    wait_for(60, "tiny on MariaDB", || {
+        count(&jobs(port), "succeeded") == 1
+    });
+    db.kill();
+    let m = reg.client().get_manifest("maria/tiny", "tiny").unwrap();
+    let body = event_body(&reg, "maria/tiny", "again", &m.digest, &m.media_type);
+    let t = Instant::now();
+    let (code, b) = request(port, "POST", "/v1/events/distribution", Some(TOKEN), &body);
+    assert_eq!(code, 503, "{b}");
+    eprintln!(
+        "503 in {:.2} s with MariaDB down",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(get(port, "/readyz").0, 503);
+    assert!(svc.metrics().contains("obdconv_up 0"));
+    push(&layout, "edge", &reg.host, "maria/edge");
+    std::thread::sleep(Duration::from_secs(5));
+    db.start_again();
+    assert_eq!(get(port, "/readyz").0, 200);
+    wait_for(120, "edge, from the retried event", || {
+        let j = jobs(port);
+        j.iter()
+            .any(|j| j["repository"] == "maria/edge" && j["state"] == "succeeded")
+    });
+    assert!(reg.client().get_manifest("maria/edge", "edge_obd").is_ok());
 }

@@ -35,6 +35,9 @@ use crate::dsn::{MySqlAddress, MySqlDsn};
 /// A running private `mariadbd`; killed (and its data directory removed) on drop.
 pub struct TestMariaDb {
     child: Mutex<Child>,
+    /// `mariadbd` and its arguments, to start it again after [`TestMariaDb::kill`].
+    server: (PathBuf, Vec<std::ffi::OsString>),
+    log: PathBuf,
     dir: tempfile::TempDir,
     /// TCP port on 127.0.0.1.
     pub port: u16,
@@ -158,33 +161,31 @@ impl TestMariaDb {
         );
 
         let port = free_port();
-        let mut cmd = Command::new(server);
-        cmd.arg("--no-defaults");
+        let mut args: Vec<std::ffi::OsString> = vec!["--no-defaults".into()];
         if root {
-            cmd.arg("--user=root");
+            args.push("--user=root".into());
         }
-        let child = cmd
-            .arg(format!("--datadir={}", data.display()))
-            .arg(format!("--tmpdir={}", tmp.display()))
-            .arg(format!("--socket={}", socket.display()))
-            .arg(format!(
-                "--pid-file={}",
-                dir.path().join("mysqld.pid").display()
-            ))
-            .arg(format!("--log-error={}", log.display()))
-            .arg(format!("--port={port}"))
-            .arg("--bind-address=127.0.0.1")
-            .arg("--skip-name-resolve")
-            .arg("--skip-log-bin")
-            .arg("--innodb-buffer-pool-size=32M")
-            .arg("--max-connections=200")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting mariadbd");
+        for a in [
+            format!("--datadir={}", data.display()),
+            format!("--tmpdir={}", tmp.display()),
+            format!("--socket={}", socket.display()),
+            format!("--pid-file={}", dir.path().join("mysqld.pid").display()),
+            format!("--log-error={}", log.display()),
+            format!("--port={port}"),
+            "--bind-address=127.0.0.1".into(),
+            "--skip-name-resolve".into(),
+            "--skip-log-bin".into(),
+            "--innodb-buffer-pool-size=32M".into(),
+            "--max-connections=200".into(),
+        ] {
+            args.push(a.into());
+        }
+        let server = (server.to_path_buf(), args);
+        let child = Self::spawn(&server);
         let db = TestMariaDb {
             child: Mutex::new(child),
+            server,
+            log: log.clone(),
             dir,
             port,
             socket,
@@ -192,22 +193,7 @@ impl TestMariaDb {
         };
 
         // Wait until root can connect over the socket, then create the user and database.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut conn = loop {
-            match mysql::Conn::new(db.root_opts()) {
-                Ok(c) => break c,
-                Err(e) => {
-                    let exited = db.child.lock().expect("child").try_wait().ok().flatten();
-                    if exited.is_some() || Instant::now() > deadline {
-                        panic!(
-                            "mariadbd did not come up ({e}; exit: {exited:?}); log:\n{}",
-                            std::fs::read_to_string(&log).unwrap_or_default()
-                        );
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
-        };
+        let mut conn = db.wait_up();
         let pw = Self::PASSWORD.replace('\'', "''");
         for host in ["127.0.0.1", "localhost"] {
             conn.query_drop(format!(
@@ -229,6 +215,52 @@ impl TestMariaDb {
             db.dir.path().display()
         );
         db
+    }
+
+    fn spawn(server: &(PathBuf, Vec<std::ffi::OsString>)) -> Child {
+        Command::new(&server.0)
+            .args(&server.1)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting mariadbd")
+    }
+
+    /// Waits (up to 60 s) until root can connect over the socket.
+    fn wait_up(&self) -> mysql::Conn {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match mysql::Conn::new(self.root_opts()) {
+                Ok(c) => return c,
+                Err(e) => {
+                    let exited = self.child.lock().expect("child").try_wait().ok().flatten();
+                    if exited.is_some() || Instant::now() > deadline {
+                        panic!(
+                            "mariadbd did not come up ({e}; exit: {exited:?}); log:\n{}",
+                            std::fs::read_to_string(&self.log).unwrap_or_default()
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
+    /// Kills the server (SIGKILL): clients get "connection refused" until
+    /// [`TestMariaDb::start_again`].
+    pub fn kill(&self) {
+        let mut c = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
+    /// Starts the server again on the same port and data (InnoDB recovers what was
+    /// committed); returns once it accepts connections.
+    pub fn start_again(&self) {
+        self.kill();
+        *self.child.lock().unwrap_or_else(|p| p.into_inner()) = Self::spawn(&self.server);
+        drop(self.wait_up());
     }
 
     fn root_opts(&self) -> mysql::Opts {

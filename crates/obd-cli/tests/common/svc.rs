@@ -47,8 +47,26 @@ pub struct Service {
 }
 
 impl Service {
-    /// Starts `obdconv <mode>` on `db` with `extra` flags; `serve` waits for `/healthz`.
+    /// Starts `obdconv <mode>` on the SQLite file `db` with `extra` flags; `serve` waits
+    /// for `/healthz`.
     pub fn start(mode: &str, port: u16, dir: &Path, db: &Path, extra: &[&str]) -> Service {
+        Self::start_on(
+            mode,
+            port,
+            dir,
+            ("sqlite", &db.display().to_string()),
+            extra,
+        )
+    }
+
+    /// [`Service::start`] on a database `(type, string)`.
+    pub fn start_on(
+        mode: &str,
+        port: u16,
+        dir: &Path,
+        db: (&str, &str),
+        extra: &[&str],
+    ) -> Service {
         let token = dir.join("token");
         std::fs::write(&token, TOKEN).unwrap();
         let mut args: Vec<String> = vec![mode.into()];
@@ -62,9 +80,9 @@ impl Service {
         }
         args.extend([
             "--db-type".into(),
-            "sqlite".into(),
+            db.0.into(),
             "--db-str".into(),
-            db.display().to_string(),
+            db.1.into(),
             "--work-dir".into(),
             dir.join("work").display().to_string(),
         ]);
