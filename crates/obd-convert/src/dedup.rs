@@ -23,6 +23,17 @@ pub trait Dedup: Send + Sync {
     fn find_layer(&self, chain_id: &str) -> Option<Reuse>;
     /// Records a converted layer; called only after its blob is in the target store.
     fn record_layer(&self, chain_id: &str, output: &Reuse);
+    /// [`Dedup::find_layer`], and when the layer is not known, claims its conversion: while
+    /// another converter sharing the database holds the claim, waits for its row (a layer
+    /// shared by many images converts once in a fleet). `None`: convert it here, then
+    /// [`Dedup::record_layer`] and [`Dedup::release_layer`].
+    fn find_or_claim_layer(&self, chain_id: &str) -> Option<Reuse> {
+        self.find_layer(chain_id)
+    }
+    /// Ends this conversion's claim of a layer (recorded or given up).
+    fn release_layer(&self, chain_id: &str) {
+        let _ = chain_id;
+    }
     /// The converted manifest of a source manifest, if known and present in the target.
     fn find_manifest(&self, source_digest: &str) -> Option<Desc> {
         let _ = source_digest;

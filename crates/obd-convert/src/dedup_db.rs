@@ -28,6 +28,23 @@ pub struct DbDedup {
     manifest_profile: Profile,
     /// Media type of the manifests this conversion writes.
     manifest_media_type: String,
+    /// This conversion's name in layer claims (host, process, instance).
+    owner: String,
+    /// Chain IDs this conversion holds claims of (released when done, or on drop).
+    claimed: std::sync::Mutex<Vec<String>>,
+}
+
+/// How long a layer claim lasts: a converter that dies holding one delays the others at
+/// most this long (a layer converting longer may be converted twice, still correctly).
+const CLAIM_TTL: std::time::Duration = std::time::Duration::from_secs(120);
+
+impl Drop for DbDedup {
+    fn drop(&mut self) {
+        let held = std::mem::take(&mut *self.claimed.lock().unwrap_or_else(|p| p.into_inner()));
+        for c in held {
+            let _ = self.db.release_layer(&self.layer_key(&c), &self.owner);
+        }
+    }
 }
 
 impl DbDedup {
@@ -39,6 +56,11 @@ impl DbDedup {
         manifest_media_type: &str,
     ) -> Self {
         let (host, repo) = dst.location();
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
         DbDedup {
             db,
             dst,
@@ -47,6 +69,8 @@ impl DbDedup {
             layer_profile,
             manifest_profile,
             manifest_media_type: manifest_media_type.to_string(),
+            owner: format!("{machine}:{}:{n}", std::process::id()),
+            claimed: Default::default(),
         }
     }
 
@@ -134,6 +158,57 @@ impl DbDedup {
 }
 
 impl Dedup for DbDedup {
+    fn find_or_claim_layer(&self, chain_id: &str) -> Option<Reuse> {
+        let key = self.layer_key(chain_id);
+        let give_up = std::time::Instant::now() + 2 * CLAIM_TTL;
+        let mut waited = false;
+        loop {
+            if let Some(r) = self.find_layer(chain_id) {
+                if waited {
+                    tracing::info!("layer {chain_id}: converted meanwhile by another converter");
+                }
+                return Some(r);
+            }
+            match self.db.claim_layer(&key, &self.owner, CLAIM_TTL) {
+                Ok(true) => {
+                    self.claimed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(chain_id.to_string());
+                    return None;
+                }
+                Ok(false) if std::time::Instant::now() < give_up => {
+                    if !waited {
+                        tracing::info!(
+                            "layer {chain_id}: another converter is converting it; waiting for its row"
+                        );
+                    }
+                    waited = true;
+                    std::thread::sleep(std::time::Duration::from_millis(250));
+                }
+                Ok(false) => return None,
+                Err(err) => {
+                    tracing::warn!("claiming layer {chain_id} failed ({err}); converting it");
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn release_layer(&self, chain_id: &str) {
+        let mut held = self.claimed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = held.iter().position(|c| c == chain_id) {
+            held.remove(i);
+            drop(held);
+            if let Err(err) = self
+                .db
+                .release_layer(&self.layer_key(chain_id), &self.owner)
+            {
+                tracing::debug!("releasing the claim of {chain_id} failed: {err}");
+            }
+        }
+    }
+
     fn find_layer(&self, chain_id: &str) -> Option<Reuse> {
         let key = self.layer_key(chain_id);
         self.same_repo_layer(&key)

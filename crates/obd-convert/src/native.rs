@@ -329,7 +329,7 @@ pub fn convert_manifest(
     let reuse: Vec<Option<Reuse>> = source
         .chain_ids
         .iter()
-        .map(|c| dedup.find_layer(c))
+        .map(|c| dedup.find_or_claim_layer(c))
         .collect();
     let last_miss = reuse.iter().rposition(Option::is_none);
 
@@ -600,6 +600,7 @@ pub fn convert_manifest(
             .iter()
         {
             dedup.record_layer(chain, out);
+            dedup.release_layer(chain);
         }
     }
     Ok((mdesc, mbuf, report))

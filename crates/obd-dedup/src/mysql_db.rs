@@ -235,6 +235,17 @@ fn has_column(conn: &mut Conn, table: &str, column: &str) -> mysql::Result<bool>
 /// The lock name: per database (names are server-wide), at most 64 characters.
 const LOCK_NAME: &str = "LEFT(CONCAT(?, '.', DATABASE()), 64)";
 
+/// The database's clock in milliseconds.
+const NOW_MS: &str = "CAST(FLOOR(UNIX_TIMESTAMP(NOW(6)) * 1000) AS SIGNED)";
+
+/// Who converts which layer right now ([`DedupDb::claim_layer`]).
+const CLAIMS_TABLE: &str = "CREATE TABLE IF NOT EXISTS `obdconv_layer_claims` (
+  `host` varchar(255) NOT NULL, `chain_id` varchar(255) NOT NULL,
+  `profile` varchar(255) NOT NULL, `owner` varchar(255) NOT NULL,
+  `expires_ms` bigint NOT NULL,
+  PRIMARY KEY (`host`, `chain_id`, `profile`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8";
+
 fn migrate(conn: &mut Conn, wait: Duration, em: &ErrMap<'_>) -> Result<()> {
     let got: Option<Option<i64>> = conn
         .exec_first(
@@ -357,6 +368,51 @@ impl DedupDb for MySqlDb {
                 Ok(LayerEntry::new(k, digest, size_of(size)?))
             })
             .collect()
+    }
+
+    fn claim_layer(&self, key: &LayerKey, owner: &str, ttl: Duration) -> Result<bool> {
+        key.validate()?;
+        let mut c = self.conn()?;
+        let q = |e| self.em().query(e);
+        c.query_drop(CLAIMS_TABLE).map_err(q)?;
+        // The row lock of the upsert orders racing claimers; the read after it tells who
+        // holds the claim now.
+        c.exec_drop(
+            format!(
+                "INSERT INTO obdconv_layer_claims (host, chain_id, profile, owner, expires_ms) \
+                 VALUES (?, ?, ?, ?, {NOW_MS} + ?) ON DUPLICATE KEY UPDATE \
+                 owner = IF(expires_ms < {NOW_MS} OR owner = VALUES(owner), VALUES(owner), owner), \
+                 expires_ms = IF(owner = VALUES(owner), VALUES(expires_ms), expires_ms)"
+            ),
+            (
+                &key.host,
+                &key.chain_id,
+                key.profile.as_str(),
+                owner,
+                ttl.as_millis() as i64,
+            ),
+        )
+        .map_err(q)?;
+        let holder: Option<String> = c
+            .exec_first(
+                "SELECT owner FROM obdconv_layer_claims WHERE host = ? AND chain_id = ? \
+                 AND profile = ?",
+                (&key.host, &key.chain_id, key.profile.as_str()),
+            )
+            .map_err(q)?;
+        Ok(holder.as_deref() == Some(owner))
+    }
+
+    fn release_layer(&self, key: &LayerKey, owner: &str) -> Result<()> {
+        let mut c = self.conn()?;
+        let q = |e| self.em().query(e);
+        c.query_drop(CLAIMS_TABLE).map_err(q)?;
+        c.exec_drop(
+            "DELETE FROM obdconv_layer_claims WHERE host = ? AND chain_id = ? AND profile = ? \
+             AND owner = ?",
+            (&key.host, &key.chain_id, key.profile.as_str(), owner),
+        )
+        .map_err(q)
     }
 
     fn put_layer(&self, e: &LayerEntry) -> Result<()> {

@@ -151,6 +151,15 @@ impl From<Error> for Opening {
     }
 }
 
+/// The database's clock in milliseconds.
+const NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
+
+/// Who converts which layer right now ([`DedupDb::claim_layer`]).
+const CLAIMS_TABLE: &str = "CREATE TABLE IF NOT EXISTS obdconv_layer_claims (
+  host TEXT NOT NULL, chain_id TEXT NOT NULL, profile TEXT NOT NULL,
+  owner TEXT NOT NULL, expires_ms INTEGER NOT NULL,
+  PRIMARY KEY (host, chain_id, profile))";
+
 fn query_err(e: rusqlite::Error) -> Error {
     Error::Query(e.to_string())
 }
@@ -304,6 +313,44 @@ impl DedupDb for SqliteDb {
                 Ok(LayerEntry::new(k, digest, size_of(size)?))
             })
             .collect()
+    }
+
+    fn claim_layer(&self, key: &LayerKey, owner: &str, ttl: Duration) -> Result<bool> {
+        key.validate()?;
+        let c = self.lock();
+        c.execute_batch(CLAIMS_TABLE).map_err(query_err)?;
+        let n = c
+            .execute(
+                &format!(
+                    "INSERT INTO obdconv_layer_claims (host, chain_id, profile, owner, expires_ms) \
+                     VALUES (?1, ?2, ?3, ?4, {NOW_MS} + ?5) \
+                     ON CONFLICT (host, chain_id, profile) DO UPDATE SET \
+                     owner = excluded.owner, expires_ms = excluded.expires_ms \
+                     WHERE obdconv_layer_claims.expires_ms < {NOW_MS} \
+                     OR obdconv_layer_claims.owner = excluded.owner"
+                ),
+                params![
+                    key.host,
+                    key.chain_id,
+                    key.profile.as_str(),
+                    owner,
+                    ttl.as_millis() as i64
+                ],
+            )
+            .map_err(query_err)?;
+        Ok(n == 1)
+    }
+
+    fn release_layer(&self, key: &LayerKey, owner: &str) -> Result<()> {
+        let c = self.lock();
+        c.execute_batch(CLAIMS_TABLE).map_err(query_err)?;
+        c.execute(
+            "DELETE FROM obdconv_layer_claims WHERE host = ?1 AND chain_id = ?2 \
+             AND profile = ?3 AND owner = ?4",
+            params![key.host, key.chain_id, key.profile.as_str(), owner],
+        )
+        .map_err(query_err)?;
+        Ok(())
     }
 
     fn put_layer(&self, e: &LayerEntry) -> Result<()> {

@@ -33,6 +33,8 @@ pub struct Api {
     pub shared: Arc<Shared>,
     /// The bearer token clients must present.
     pub token: String,
+    /// Serve only `/metrics` and `/healthz` (a worker's `--metrics-listen`).
+    pub metrics_only: bool,
 }
 
 type Reply = (u16, Value);
@@ -107,6 +109,15 @@ impl Api {
             let ct = Header::from_bytes("Content-Type", "text/plain; version=0.0.4")
                 .expect("static header");
             let _ = req.respond(Response::from_string(text).with_header(ct));
+            return;
+        }
+        if self.metrics_only && !(method == Method::Get && path == "/healthz") {
+            let ct = Header::from_bytes("Content-Type", "application/json").expect("static header");
+            let _ = req.respond(
+                Response::from_string(r#"{"error":"a worker serves only /metrics and /healthz"}"#)
+                    .with_status_code(404)
+                    .with_header(ct),
+            );
             return;
         }
         let source = match path.as_str() {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::http::Api;
 use crate::metrics::Metrics;
-use crate::queue::{self, QueueError};
+use crate::queue::{self, JobState, QueueError};
 use crate::worker::{self, Shared};
 
 /// Why the service cannot start.
@@ -113,6 +113,7 @@ pub fn serve(shared: Arc<Shared>, token: String) -> Result<(), StartError> {
     let api = Arc::new(Api {
         shared: shared.clone(),
         token,
+        metrics_only: false,
     });
     api.serve(Arc::new(server), 4);
     tracing::info!("shutting down: no more events or claims");
@@ -120,17 +121,76 @@ pub fn serve(shared: Arc<Shared>, token: String) -> Result<(), StartError> {
     Ok(())
 }
 
-/// `obdconv worker`: workers and the reaper, no HTTP.
-pub fn work(shared: Arc<Shared>) {
+/// True when no job is queued, waiting to retry, or running, anywhere.
+fn queue_empty(shared: &Shared) -> bool {
+    match shared.queue.counts() {
+        Ok(c) => c.by_state.iter().all(|(s, n)| {
+            *n == 0 || !matches!(s, JobState::Queued | JobState::Failed | JobState::Running)
+        }),
+        Err(_) => false,
+    }
+}
+
+/// `obdconv worker`: workers and the reaper, no event ingest; `/metrics` and `/healthz` on
+/// `metrics_listen` when given. With `exit_when_empty`, it stops (exit 0) once no job is
+/// queued, waiting to retry or running.
+pub fn work(
+    shared: Arc<Shared>,
+    metrics_listen: Option<&str>,
+    exit_when_empty: bool,
+) -> Result<(), StartError> {
     tracing::info!(
         "{} worker(s) on database {}",
         shared.config.workers,
         shared.config.db_type
     );
+    let metrics = match metrics_listen {
+        Some(addr) => {
+            let server = tiny_http::Server::http(addr).map_err(|e| StartError::Listen {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?;
+            tracing::info!("metrics on http://{addr}/metrics");
+            let api = Arc::new(Api {
+                shared: shared.clone(),
+                token: String::new(),
+                metrics_only: true,
+            });
+            Some(std::thread::spawn(move || api.serve(Arc::new(server), 1)))
+        }
+        None => None,
+    };
     let workers = start_workers(&shared, shared.config.workers);
+    let mut empty_since: Option<Instant> = None;
     while !shared.stopping.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(200));
+        if !exit_when_empty {
+            continue;
+        }
+        let idle = shared
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty();
+        if idle && queue_empty(&shared) {
+            // Empty for a whole second: a job between a claim and its row's update is not
+            // missed.
+            match empty_since {
+                Some(t) if t.elapsed() >= Duration::from_secs(1) => {
+                    tracing::info!("the queue is empty: exiting (--exit-when-empty)");
+                    shared.stopping.store(true, Ordering::SeqCst);
+                }
+                Some(_) => {}
+                None => empty_since = Some(Instant::now()),
+            }
+        } else {
+            empty_since = None;
+        }
     }
     tracing::info!("shutting down: no more claims");
     drain(&shared, workers);
+    if let Some(m) = metrics {
+        let _ = m.join();
+    }
+    Ok(())
 }

@@ -144,7 +144,10 @@ impl Lease {
     /// Renews now; false (and fenced) when the token no longer holds the job.
     fn renew(&self) -> bool {
         match self.queue.heartbeat(self.id, &self.token, self.length) {
-            Ok(true) => !self.is_lost(),
+            Ok(true) => {
+                tracing::debug!(job = self.id, lease = %self.token, "lease renewed");
+                !self.is_lost()
+            }
             Ok(false) => {
                 self.lose("the lease is gone (it expired and the job was handed on)");
                 false
@@ -401,7 +404,11 @@ fn convert(shared: &Shared, job: &Job, lease: &Arc<Lease>, work: &Path) -> Outco
 
 fn run_job(shared: &Arc<Shared>, c: Claimed) {
     let Claimed { job, token } = c;
+    // Every log line of the job carries its id (a field of the `job` span in JSON logs).
+    let span = tracing::info_span!("job", id = job.id, attempt = job.attempts);
+    let _entered = span.clone().entered();
     let t0 = Instant::now();
+    tracing::debug!(job = job.id, lease = %token, "claimed");
     tracing::info!(
         "job {} (attempt {}/{}): {} -> {}:{}",
         job.id,
@@ -427,7 +434,9 @@ fn run_job(shared: &Arc<Shared>, c: Claimed) {
     let done = Arc::new(AtomicBool::new(false));
     let heartbeat = {
         let (lease, done, period) = (lease.clone(), done.clone(), shared.config.heartbeat());
+        let span = span.clone();
         std::thread::spawn(move || {
+            let _entered = span.entered();
             let mut last_ok = Instant::now();
             loop {
                 sleep_unless_stopping(&done, period);
@@ -449,7 +458,9 @@ fn run_job(shared: &Arc<Shared>, c: Claimed) {
     let (tx, rx) = std::sync::mpsc::channel();
     {
         let (shared, job, lease, work) = (shared.clone(), job.clone(), lease.clone(), work.clone());
+        let span = span.clone();
         std::thread::spawn(move || {
+            let _entered = span.entered();
             let _ = tx.send(convert(&shared, &job, &lease, &work));
         });
     }

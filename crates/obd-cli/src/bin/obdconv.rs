@@ -43,7 +43,7 @@ enum Command {
     /// HTTP ingest of registry events, workers, the lease reaper and /metrics
     Serve(ServeArgs),
     /// workers and the lease reaper only (more conversion capacity on the same database)
-    Worker(Common),
+    Worker(WorkerArgs),
     /// show and retry jobs
     Jobs {
         #[command(flatten)]
@@ -101,6 +101,18 @@ struct Common {
     /// registries reached over plain HTTP (HOST or HOST:PORT; repeatable), as convertor's --plain
     #[arg(long = "plain-registry", value_name = "HOST")]
     plain_registry: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct WorkerArgs {
+    #[command(flatten)]
+    common: Common,
+    /// serve /metrics and /healthz on this address (e.g. 0.0.0.0:9090)
+    #[arg(long = "metrics-listen", value_name = "ADDR")]
+    metrics_listen: Option<String>,
+    /// exit 0 once no job is queued, waiting to retry or running (batch runs)
+    #[arg(long = "exit-when-empty")]
+    exit_when_empty: bool,
 }
 
 #[derive(Args, Debug)]
@@ -291,12 +303,12 @@ fn run(cli: Cli) -> Result<()> {
             obd_service::service::serve(shared, token).map_err(|e| usage(e.to_string()))
         }
         Command::Worker(a) => {
-            let mut c = load(&a.db)?;
-            apply(&mut c, &a)?;
+            let mut c = load(&a.common.db)?;
+            apply(&mut c, &a.common)?;
             let stopping = on_signals()?;
             let shared = obd_service::service::shared(c, stopping).map_err(unavailable)?;
-            obd_service::service::work(shared);
-            Ok(())
+            obd_service::service::work(shared, a.metrics_listen.as_deref(), a.exit_when_empty)
+                .map_err(|e| usage(e.to_string()))
         }
         Command::Jobs { db, command } => {
             let c = load(&db)?;
