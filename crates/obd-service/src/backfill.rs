@@ -330,7 +330,7 @@ impl Run<'_> {
                 _ => Ok(c.get_manifest(repository, tag).map_err(map_err)?.digest),
             },
             None => Err(ConvertError::NotFound(format!(
-                "manifest {host}/{repository}:{tag} (deleted since it was listed?)"
+                "manifest {host}/{repository}:{tag}: no such tag (deleted meanwhile, or a typo)"
             ))),
         }
     }
