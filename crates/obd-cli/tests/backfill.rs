@@ -315,3 +315,70 @@ fn backfill_from_a_file() {
         "{err}"
     );
 }
+
+#[test]
+fn backfill_into_mariadb_is_idempotent_too() {
+    let Some(m) = obd_dedup::testutil::TestMariaDb::shared_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let layout = hello_layout(dir.path());
+    let Some(reg) = TestRegistry::start_or_skip(RegistryKind::Plain) else {
+        return;
+    };
+    let c = reg.client();
+    let e = layout_index_entry(&layout, "amd64");
+    let (digest, mt) = (
+        e["digest"].as_str().unwrap(),
+        e["mediaType"].as_str().unwrap(),
+    );
+    let bytes = std::fs::read(blob(&layout, digest)).unwrap();
+    for repo in ["apps/a", "apps/b"] {
+        copy_manifest(&layout, digest, mt, &c, repo, None);
+        for t in ["v1", "v2", "v3"] {
+            c.put_manifest(repo, t, mt, &bytes).unwrap();
+        }
+    }
+    let dsn = m.dsn_for(&m.create_database("backfill"));
+    let host = &reg.host;
+    let backfill = || {
+        let o = run_ok(
+            obdconv()
+                .args(["backfill", "--registry", host, "--plain-registry", host])
+                .args(["--exclude", "*:v3", "--db-type", "mysql", "--db-str", &dsn]),
+        );
+        text(&o).0.trim().to_string()
+    };
+    assert_eq!(
+        backfill(),
+        "backfill: 6 seen, 4 matched, 4 enqueued, 0 already queued, 0 ignored, 0 errors"
+    );
+    assert_eq!(
+        backfill(),
+        "backfill: 6 seen, 4 matched, 0 enqueued, 4 already queued, 0 ignored, 0 errors"
+    );
+    let o = run_ok(obdconv().args([
+        "jobs",
+        "list",
+        "--json",
+        "--db-type",
+        "mysql",
+        "--db-str",
+        &dsn,
+    ]));
+    let tags: BTreeSet<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| {
+            let j: Value = serde_json::from_str(l).unwrap();
+            format!(
+                "{}:{}",
+                j["repository"].as_str().unwrap(),
+                j["tag"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        tags.into_iter().collect::<Vec<_>>(),
+        ["apps/a:v1", "apps/a:v2", "apps/b:v1", "apps/b:v2"]
+    );
+}
