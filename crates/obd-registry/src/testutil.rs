@@ -403,6 +403,21 @@ impl TestRegistry {
         self.wait_listening()
     }
 
+    /// Appends top-level YAML (`catalog:\n  maxentries: 5\n`, say) to the registry's
+    /// `config.yml` and restarts it on the same port and storage.
+    pub fn append_config(&mut self, yaml: &str) -> Result<(), String> {
+        use std::io::Write;
+        let path = self.dir.join("config.yml");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        f.write_all(yaml.as_bytes())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        drop(f);
+        self.start_again()
+    }
+
     /// Drops the token failures not used yet.
     pub fn clear_token_faults(&self) {
         if let Some(t) = &self.token_server {

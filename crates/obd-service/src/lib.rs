@@ -8,7 +8,9 @@
 //! * [`worker`]: claim, convert in-process under a fenced lease, record the outcome.
 //! * [`http`]: ingest endpoints, the jobs API, probes; [`metrics`]: `/metrics`.
 //! * [`service`]: `serve` and `worker`, and their SIGTERM shutdown.
+//! * [`backfill`]: jobs for images pushed before the service listened (`obdconv backfill`).
 
+pub mod backfill;
 pub mod config;
 pub mod events;
 pub mod http;

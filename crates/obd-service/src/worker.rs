@@ -236,12 +236,21 @@ pub fn client_options(
     r: &RegistryConfig,
     repository: &str,
 ) -> obd_convert::Result<obd_registry::ClientOptions> {
+    registry_client_options(r, Some(repository))
+}
+
+/// [`client_options`] for the whole registry (`repository` `None`: the credentials of the
+/// host, as for listing its catalog) or one repository of it.
+pub fn registry_client_options(
+    r: &RegistryConfig,
+    repository: Option<&str>,
+) -> obd_convert::Result<obd_registry::ClientOptions> {
     let client_cert = r.client_cert.as_deref().and_then(|cc| {
         cc.rsplit_once(':')
             .map(|(c, k)| (PathBuf::from(c), PathBuf::from(k)))
     });
     let env = obd_registry::credentials::LookupEnv::from_process();
-    let found = obd_registry::credentials::lookup(&r.host, Some(repository), &env)
+    let found = obd_registry::credentials::lookup(&r.host, repository, &env)
         .map_err(obd_convert::registry_store::map_err)?;
     Ok(obd_registry::ClientOptions {
         plain_http: r.plain,

@@ -1,5 +1,6 @@
 //! `obdconv`: the conversion service. `serve` converts images when registries report their
-//! push, `worker` runs conversions only, `jobs` shows and retries them.
+//! push, `worker` runs conversions only, `jobs` shows and retries them, `backfill` enqueues
+//! what was pushed before the service listened.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +17,7 @@ const EXAMPLES: &str = "Examples:
   obdconv worker --db-type mysql --db-str 'obd:secret@tcp(db:3306)/obdconv'
   obdconv jobs list --state dead
   obdconv jobs retry 42
+  obdconv backfill --registry reg.example.com --include 'reg.example.com/apps/*' --dry-run
 
 Point a registry's notifications at serve (distribution config.yml):
   notifications:
@@ -44,6 +46,9 @@ enum Command {
     Serve(ServeArgs),
     /// workers and the lease reaper only (more conversion capacity on the same database)
     Worker(WorkerArgs),
+    /// enqueue what was pushed before the service listened: a registry's whole catalog, or
+    /// a file of references
+    Backfill(BackfillArgs),
     /// show and retry jobs
     Jobs {
         #[command(flatten)]
@@ -127,6 +132,36 @@ struct ServeArgs {
     token_file: Option<PathBuf>,
 }
 
+#[derive(Args, Debug)]
+struct BackfillArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// a registry whose every repository and tag is backfilled (HOST[:PORT]; repeatable;
+    /// its catalog must be readable: registry:catalog:* with token auth)
+    #[arg(long = "registry", value_name = "HOST")]
+    registry: Vec<String>,
+    /// a file of references, one HOST/REPO:TAG or HOST/REPO@DIGEST a line, # comments
+    /// (repeatable)
+    #[arg(long, value_name = "FILE")]
+    file: Vec<PathBuf>,
+    /// only references (HOST/REPO:TAG) matching this glob (* any run, ? one character;
+    /// repeatable: any of them)
+    #[arg(long, value_name = "GLOB")]
+    include: Vec<String>,
+    /// no reference (HOST/REPO:TAG) matching this glob (repeatable)
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// entries asked for per catalog and tags page (fewer when the registry refuses it)
+    #[arg(long = "page-size", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    page_size: u64,
+    /// print the jobs that would be enqueued (SOURCE -> OUTPUT), enqueue nothing
+    #[arg(long = "dry-run")]
+    dry_run: bool,
+    /// registries reached over plain HTTP (HOST[:PORT]; repeatable), as convertor's --plain
+    #[arg(long = "plain-registry", value_name = "HOST")]
+    plain_registry: Vec<String>,
+}
+
 #[derive(Subcommand, Debug)]
 enum JobsCommand {
     /// list jobs, newest first
@@ -192,7 +227,12 @@ fn apply(c: &mut Config, a: &Common) -> Result<()> {
         max_attempts,
         backoff_ms
     );
-    for h in &a.plain_registry {
+    plain(c, &a.plain_registry)
+}
+
+/// `--plain-registry`: these hosts over plain HTTP; then the configuration is checked.
+fn plain(c: &mut Config, hosts: &[String]) -> Result<()> {
+    for h in hosts {
         match c.registries.iter_mut().find(|r| r.host == *h) {
             Some(r) => r.plain = true,
             None => c.registries.push(obd_service::config::RegistryConfig {
@@ -203,6 +243,52 @@ fn apply(c: &mut Config, a: &Common) -> Result<()> {
         }
     }
     c.finish().map_err(|e| usage(e.to_string()))
+}
+
+fn backfill(a: BackfillArgs) -> Result<()> {
+    use obd_service::backfill::{self, BackfillError, Options, Source};
+    let mut c = load(&a.db)?;
+    plain(&mut c, &a.plain_registry)?;
+    let mut sources: Vec<Source> = a.registry.iter().cloned().map(Source::Registry).collect();
+    sources.extend(a.file.iter().cloned().map(Source::File));
+    let opts = Options {
+        sources,
+        include: a.include,
+        exclude: a.exclude,
+        page_size: usize::try_from(a.page_size).unwrap_or(usize::MAX),
+        dry_run: a.dry_run,
+    };
+    let q = if a.dry_run {
+        None
+    } else {
+        Some(queue::open(&c.db_type, &c.db_str()).map_err(unavailable)?)
+    };
+    let summary = backfill::run(&c, q.as_deref(), &opts).map_err(|e| match e {
+        BackfillError::Usage(m) => usage(m),
+        BackfillError::Queue { .. } => unavailable(e),
+        other => anyhow::Error::new(other),
+    })?;
+    let mut out = String::new();
+    if a.dry_run {
+        for p in &summary.planned {
+            out.push_str(&format!("{} -> {}\n", p.source, p.output));
+        }
+    }
+    for e in &summary.errors {
+        eprintln!("error: {}: {}", e.what, e.error);
+    }
+    out.push_str(&summary.line(a.dry_run));
+    out.push('\n');
+    obd_cli::print_out(&out)?;
+    let failed = summary.errors.len();
+    match summary.errors.into_iter().next() {
+        None => Ok(()),
+        Some(first) => Err(anyhow::Error::new(first.error).context(format!(
+            "{failed} reference(s) could not be backfilled (listed above; the first: {}); fix \
+             them and run again: jobs already enqueued are not enqueued twice",
+            first.what
+        ))),
+    }
 }
 
 /// SIGINT/SIGTERM set `stopping`; a second one exits at once.
@@ -310,6 +396,7 @@ fn run(cli: Cli) -> Result<()> {
             obd_service::service::work(shared, a.metrics_listen.as_deref(), a.exit_when_empty)
                 .map_err(|e| usage(e.to_string()))
         }
+        Command::Backfill(a) => backfill(a),
         Command::Jobs { db, command } => {
             let c = load(&db)?;
             let q = queue::open(&c.db_type, &c.db_str()).map_err(unavailable)?;

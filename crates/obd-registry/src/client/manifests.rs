@@ -1,4 +1,4 @@
-//! Manifests (exact bytes, digests checked), tags, deletes and referrers (native API or the
+//! Manifests (exact bytes, digests checked), deletes and referrers (native API or the
 //! `sha256-<hex>` fallback tag index).
 
 use std::io::Read;
@@ -212,48 +212,6 @@ impl Client {
             &format!("manifest {repo}@{digest}"),
         )?;
         Ok(())
-    }
-
-    /// All tags of a repository (follows `Link` pagination).
-    pub fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
-        validate_repository(repo)?;
-        #[derive(serde::Deserialize)]
-        struct Tags {
-            tags: Option<Vec<String>>,
-        }
-        let mut out = Vec::new();
-        let mut url = self.url(&format!("v2/{repo}/tags/list"))?;
-        for _ in 0..1000 {
-            let resp = self.send(
-                Method::GET,
-                &url,
-                &[],
-                &mut ReqBody::Empty,
-                &[scope_pull(repo)],
-            )?;
-            let resp = self.expect(
-                Method::GET,
-                &url,
-                resp,
-                &[200],
-                &format!("repository {repo}"),
-            )?;
-            let next = header_str(resp.headers(), "link").and_then(|l| {
-                let start = l.find('<')? + 1;
-                let end = l.find('>')?;
-                (l.contains("rel=\"next\"") || l.contains("rel=next"))
-                    .then(|| url.join(&l[start..end]).ok())
-                    .flatten()
-            });
-            let t: Tags = serde_json::from_reader(resp)
-                .map_err(|e| Error::Protocol(format!("bad tags/list response: {e}")))?;
-            out.extend(t.tags.unwrap_or_default());
-            match next {
-                Some(n) => url = n,
-                None => return Ok(out),
-            }
-        }
-        Err(Error::Protocol("tags/list pagination does not end".into()))
     }
 
     /// Referrers of `digest`, optionally filtered by artifact type. Uses the referrers API

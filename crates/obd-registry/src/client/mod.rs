@@ -2,16 +2,18 @@
 //! in error messages), construction, URL helpers, token scopes and the context added to
 //! authentication errors (where the credentials came from, or where none were found). The concerns live in submodules: [`transport`] (sending, retries,
 //! deadlines, error mapping), [`auth_flow`] (challenges, tokens), [`blobs`] (downloads),
-//! [`upload`] (blob pushes, sessions, mounts) and [`manifests`] (manifests, tags,
-//! referrers).
+//! [`upload`] (blob pushes, sessions, mounts), [`manifests`] (manifests, referrers) and
+//! [`listing`] (the catalog and tags, paginated).
 
 mod auth_flow;
 mod blobs;
+mod listing;
 mod manifests;
 mod transport;
 mod upload;
 
 pub use blobs::BlobReader;
+pub use listing::{DEFAULT_PAGE_SIZE, SCOPE_CATALOG};
 pub use manifests::referrers_fallback_tag;
 pub use upload::BlobPush;
 
