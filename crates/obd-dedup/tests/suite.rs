@@ -631,6 +631,61 @@ fn concurrent_separate_handles(h: &dyn Harness) {
     }
 }
 
+fn layer_claims(h: &dyn Harness) {
+    // One claimer per layer (host, chain, profile) across repositories and handles; its own
+    // claim is renewable; an expired claim is taken over; a release frees it; 8 handles
+    // racing for one claim: exactly one wins.
+    let dbs = h.fresh("claims");
+    let p = profile("a");
+    let (a, b) = (open_db(h, &dbs), open_db(h, &dbs));
+    let ttl = std::time::Duration::from_secs(60);
+    let k = lkey("ns/one", "sha256:base", &p);
+    let k_other_repo = lkey("ns/two", "sha256:base", &p);
+    assert!(a.claim_layer(&k, "A", ttl).unwrap());
+    assert!(
+        !b.claim_layer(&k_other_repo, "B", ttl).unwrap(),
+        "held by A in any repo"
+    );
+    assert!(a.claim_layer(&k, "A", ttl).unwrap(), "A renews its own");
+    assert!(b
+        .claim_layer(&lkey("ns/two", "sha256:base", &profile("b")), "B", ttl)
+        .unwrap());
+    b.release_layer(&k, "B").unwrap();
+    assert!(
+        !b.claim_layer(&k, "B", ttl).unwrap(),
+        "B cannot release A's claim"
+    );
+    a.release_layer(&k, "A").unwrap();
+    assert!(
+        b.claim_layer(&k, "B", ttl).unwrap(),
+        "free after A's release"
+    );
+    let short = lkey("ns/one", "sha256:short", &p);
+    assert!(a
+        .claim_layer(&short, "A", std::time::Duration::from_millis(1))
+        .unwrap());
+    thread::sleep(std::time::Duration::from_millis(30));
+    assert!(
+        b.claim_layer(&short, "B", ttl).unwrap(),
+        "an expired claim is taken over"
+    );
+    assert!(!a.claim_layer(&short, "A", ttl).unwrap());
+    let race = lkey("ns/r", "sha256:race", &p);
+    let winners: usize = thread::scope(|s| {
+        let hs: Vec<_> = (0..8)
+            .map(|t| {
+                let (dbs, race) = (&dbs, race.clone());
+                s.spawn(move || {
+                    let db = open_db(h, dbs);
+                    usize::from(db.claim_layer(&race, &format!("T{t}"), ttl).unwrap())
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(winners, 1);
+}
+
 fn migration_idempotent(h: &dyn Harness) {
     let dbs = h.fresh("idem");
     let p = profile("a");
@@ -931,6 +986,7 @@ suite!(
     other_repo_lookup,
     concurrent_shared_handle,
     concurrent_separate_handles,
+    layer_claims,
     migration_idempotent,
     upstream_database_migrates,
     interrupted_migration_completes,
