@@ -32,6 +32,8 @@ pub struct DbDedup {
     owner: String,
     /// Chain IDs this conversion holds claims of (released when done, or on drop).
     claimed: std::sync::Mutex<Vec<String>>,
+    /// How long a claim lasts unless renewed ([`DbDedup::renew_claims`]).
+    claim_ttl: std::time::Duration,
 }
 
 /// How long a layer claim lasts: a converter that dies holding one delays the others at
@@ -71,6 +73,32 @@ impl DbDedup {
             manifest_media_type: manifest_media_type.to_string(),
             owner: format!("{machine}:{}:{n}", std::process::id()),
             claimed: Default::default(),
+            claim_ttl: CLAIM_TTL,
+        }
+    }
+
+    /// Layer claims last `ttl` unless renewed (default 120 s): a service ties them to its
+    /// job lease, renewing them with each heartbeat, so a converter that dies holds up the
+    /// others for one lease at most.
+    pub fn with_claim_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.claim_ttl = ttl;
+        self
+    }
+
+    /// Extends every claim this conversion holds by its ttl.
+    pub fn renew_claims(&self) {
+        let held = self
+            .claimed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for c in held {
+            if let Err(err) = self
+                .db
+                .claim_layer(&self.layer_key(&c), &self.owner, self.claim_ttl)
+            {
+                tracing::debug!("renewing the claim of {c} failed: {err}");
+            }
         }
     }
 
@@ -160,7 +188,7 @@ impl DbDedup {
 impl Dedup for DbDedup {
     fn find_or_claim_layer(&self, chain_id: &str) -> Option<Reuse> {
         let key = self.layer_key(chain_id);
-        let give_up = std::time::Instant::now() + 2 * CLAIM_TTL;
+        let give_up = std::time::Instant::now() + 2 * CLAIM_TTL.max(self.claim_ttl);
         let mut waited = false;
         loop {
             if let Some(r) = self.find_layer(chain_id) {
@@ -169,7 +197,7 @@ impl Dedup for DbDedup {
                 }
                 return Some(r);
             }
-            match self.db.claim_layer(&key, &self.owner, CLAIM_TTL) {
+            match self.db.claim_layer(&key, &self.owner, self.claim_ttl) {
                 Ok(true) => {
                     self.claimed
                         .lock()

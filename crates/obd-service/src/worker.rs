@@ -127,6 +127,8 @@ pub struct Lease {
     length: Duration,
     lost: AtomicBool,
     metrics: Arc<Metrics>,
+    /// The run's dedup, whose layer claims are renewed with the lease.
+    dedup: std::sync::Mutex<Option<Arc<DbDedup>>>,
 }
 
 impl Lease {
@@ -146,6 +148,9 @@ impl Lease {
         match self.queue.heartbeat(self.id, &self.token, self.length) {
             Ok(true) => {
                 tracing::debug!(job = self.id, lease = %self.token, "lease renewed");
+                if let Some(d) = &*self.dedup.lock().unwrap_or_else(|p| p.into_inner()) {
+                    d.renew_claims();
+                }
                 !self.is_lost()
             }
             Ok(false) => {
@@ -381,13 +386,19 @@ fn convert(shared: &Shared, job: &Job, lease: &Arc<Lease>, work: &Path) -> Outco
         if let (Some(db), Engine::Native) = (&shared.dedup, &opts.engine) {
             let (lp, mp) = obd_convert::dedup_db::profiles(&opts.native, "native")
                 .map_err(|e| ConvertError::Unsupported(format!("dedup profile: {e}")))?;
-            opts.dedup = DedupHandle(Arc::new(DbDedup::new(
-                db.clone(),
-                dst.clone(),
-                lp,
-                mp,
-                opts.native.flavor.manifest(),
-            )));
+            // Layer claims live as long as the lease: a dead worker's claims expire with it.
+            let d = Arc::new(
+                DbDedup::new(
+                    db.clone(),
+                    dst.clone(),
+                    lp,
+                    mp,
+                    opts.native.flavor.manifest(),
+                )
+                .with_claim_ttl(lease.length),
+            );
+            *lease.dedup.lock().unwrap_or_else(|p| p.into_inner()) = Some(d.clone());
+            opts.dedup = DedupHandle(d);
         }
         let r = obd_convert::convert(src, dst, &job.digest, &job.output_tag, &opts)?;
         shared.metrics.conversion(
@@ -434,6 +445,7 @@ fn run_job(shared: &Arc<Shared>, c: Claimed) {
         length: shared.config.lease(),
         lost: AtomicBool::new(false),
         metrics: shared.metrics.clone(),
+        dedup: Default::default(),
     });
     shared
         .running
