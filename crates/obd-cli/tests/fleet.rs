@@ -367,3 +367,159 @@ fn a_worker_killed_mid_upload_is_finished_by_another() {
         (t.elapsed() - killed).as_secs_f64()
     );
 }
+
+/// MariaDB stopped for 30 s under load: no job is lost, no worker whose lease expired in
+/// the meantime writes a tag, and everything completes once the database is back.
+#[test]
+fn mariadb_down_for_30_s_under_load_loses_nothing() {
+    let Some(layout) = corpus() else { return };
+    let Some(db) = TestMariaDb::start_or_skip() else {
+        return;
+    };
+    let Some(reg) = TestRegistry::start_or_skip(RegistryKind::Plain) else {
+        return;
+    };
+    let dsn = db.dsn_for(&db.create_database("outage"));
+    let dir = tempfile::tempdir().unwrap();
+    let c = reg.client();
+    seed(&layout, "edge", &c, "base");
+    let base: Value =
+        serde_json::from_slice(&c.get_manifest("base", "edge").unwrap().bytes).unwrap();
+    let config: Value = serde_json::from_slice(
+        &c.get_blob_bytes("base", base["config"]["digest"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let repos: Vec<String> = (0..10).map(|i| format!("out/app{i:02}")).collect();
+    for r in &repos {
+        derived_image(&c, dir.path(), "base", &base, &config, r);
+    }
+    // Uploads crawl (512 KiB/s) so that conversions are running when the database goes.
+    let proxy = FlakyProxy::start(
+        &reg.host,
+        (0..40)
+            .map(|_| Fault::throttle(512 << 10).on("PUT").path("/blobs/uploads/"))
+            .collect(),
+    )
+    .unwrap();
+    let refs = dir.path().join("refs.txt");
+    std::fs::write(
+        &refs,
+        repos
+            .iter()
+            .map(|r| format!("{}/{r}:v1\n", proxy.host))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let db_args = ["--db-type", "mysql", "--db-str", &dsn];
+    let o = obdconv()
+        .arg("backfill")
+        .args(db_args)
+        .args(["--plain-registry", &proxy.host, "--file"])
+        .arg(&refs)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let workers: Vec<(std::process::Child, std::path::PathBuf)> = (0..2)
+        .map(|i| {
+            let log = dir.path().join(format!("w{i}.log"));
+            let child = obdconv()
+                .args(["--verbose", "--log-format", "json", "worker"])
+                .args(db_args)
+                .args(["--plain-registry", &proxy.host, "--workers", "2"])
+                .args([
+                    "--lease-secs",
+                    "3",
+                    "--heartbeat-secs",
+                    "1",
+                    "--backoff-ms",
+                    "200",
+                ])
+                .arg("--work-dir")
+                .arg(dir.path().join("work"))
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap();
+            (child, log)
+        })
+        .collect();
+    wait_for(60, "uploads under way", || proxy.faults_served() >= 2);
+    std::thread::sleep(Duration::from_millis(500));
+    db.kill();
+    let down = Instant::now();
+    std::thread::sleep(Duration::from_secs(30));
+    db.start_again();
+    eprintln!("MariaDB was down {:.1} s", down.elapsed().as_secs_f64());
+    let jobs = || -> Vec<Value> {
+        let o = obdconv()
+            .args([
+                "jobs",
+                "--db-type",
+                "mysql",
+                "--db-str",
+                &dsn,
+                "list",
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let t = Instant::now();
+    wait_for(240, "every job after the outage", || {
+        let j = jobs();
+        j.len() == 10 && j.iter().all(|j| j["state"] == "succeeded")
+    });
+    eprintln!(
+        "all 10 done {:.1} s after the restart",
+        t.elapsed().as_secs_f64()
+    );
+    let mut logs = Vec::new();
+    for (mut child, log) in workers {
+        let _ = child.kill();
+        let _ = child.wait();
+        logs.push(std::fs::read_to_string(log).unwrap());
+    }
+    let all = jobs();
+    for j in &all {
+        let repo = j["repository"].as_str().unwrap();
+        assert_eq!(
+            c.get_manifest(repo, "v1_obd").unwrap().digest,
+            j["output_digest"].as_str().unwrap()
+        );
+    }
+    // Fencing: in each process, once a job's lease was found lost, that run wrote no tag.
+    let mut fenced = 0;
+    for text in &logs {
+        let mut lost: std::collections::HashSet<(i64, i64)> = Default::default();
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            let msg = v["message"].as_str().unwrap_or_default();
+            let span = &v["span"];
+            let (Some(id), Some(attempt)) = (span["id"].as_i64(), span["attempt"].as_i64()) else {
+                continue;
+            };
+            if msg.contains("stopping before any further write") {
+                lost.insert((id, attempt));
+                fenced += 1;
+            }
+            if msg.starts_with("tagged ") {
+                assert!(
+                    !lost.contains(&(id, attempt)),
+                    "job {id} attempt {attempt} tagged after its lease was lost: {line}"
+                );
+            }
+        }
+    }
+    let reruns = all
+        .iter()
+        .filter(|j| j["attempts"].as_u64().unwrap() > 1)
+        .count();
+    eprintln!("{fenced} run(s) fenced during the outage; {reruns} job(s) ran again");
+    assert!(fenced + reruns > 0, "the outage hit no running job");
+}
