@@ -8,8 +8,12 @@
 //! * `cargo run --release -p obd-bench -- convert LAYOUT TAG`: apply+commit of each layer and
 //!   the whole `convertor` run (from a local registry and from the OCI layout), beside one
 //!   single-threaded decompress+sha256 pass over the same layers.
+//! * `cargo run --release -p obd-bench -- service-load OBDCONV [N] [PROCESSES]`: N small
+//!   images through PROCESSES `obdconv worker` processes on one MariaDB
+//!   ([`service_load`]).
 
 mod pipeline;
+mod service_load;
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -67,6 +71,13 @@ fn time<T>(f: impl FnOnce() -> T) -> (T, f64) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("service-load") {
+        let obdconv = std::path::Path::new(args.get(2).expect("OBDCONV binary"));
+        let n = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1000);
+        let p = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(3);
+        service_load::run(obdconv, n, p);
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("suite") {
         // `suite LAYOUT [TAG...]`: one table row per image.
         let layout = std::path::Path::new(args.get(2).expect("LAYOUT"));

@@ -101,8 +101,13 @@ pub fn owner_name() -> String {
 /// Runs one worker until `stopping`; `idle` is how long to wait when the queue is empty.
 pub fn run(shared: Arc<Shared>, idle: Duration) {
     while !shared.stopping.load(Ordering::SeqCst) {
+        let t = Instant::now();
         match shared.queue.claim(&shared.owner, shared.config.lease()) {
-            Ok(Some(c)) => run_job(&shared, c),
+            Ok(Some(c)) => {
+                let ms = t.elapsed().as_secs_f64() * 1000.0;
+                tracing::debug!(job = c.job.id, claim_ms = ms, "claim took");
+                run_job(&shared, c)
+            }
             Ok(None) => sleep_unless_stopping(&shared.stopping, idle),
             Err(e) => {
                 tracing::warn!("cannot claim a job: {e}");

@@ -106,6 +106,16 @@ struct Common {
     /// registries reached over plain HTTP (HOST or HOST:PORT; repeatable), as convertor's --plain
     #[arg(long = "plain-registry", value_name = "HOST")]
     plain_registry: Vec<String>,
+    /// registries whose certificate is not verified (repeatable), as convertor's --insecure
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    insecure_registry: Vec<String>,
+    /// an extra CA file for one registry (repeatable), as convertor's --root-ca
+    #[arg(long = "registry-root-ca", value_name = "HOST=FILE")]
+    registry_root_ca: Vec<String>,
+    /// a certs.d-style directory (*.crt CAs, *.cert + *.key client pairs) for one registry
+    /// (repeatable), as convertor's --cert-dir
+    #[arg(long = "registry-cert-dir", value_name = "HOST=DIR")]
+    registry_cert_dir: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -227,7 +237,48 @@ fn apply(c: &mut Config, a: &Common) -> Result<()> {
         max_attempts,
         backoff_ms
     );
+    for (flag, values, dir) in [
+        ("--registry-root-ca", &a.registry_root_ca, false),
+        ("--registry-cert-dir", &a.registry_cert_dir, true),
+    ] {
+        for v in values {
+            let (host, path) = v
+                .split_once('=')
+                .ok_or_else(|| usage(format!("{flag} {v:?}: give HOST=PATH")))?;
+            let path = PathBuf::from(path);
+            if !path.exists() {
+                return Err(usage(format!(
+                    "{flag} {v}: {} does not exist",
+                    path.display()
+                )));
+            }
+            let r = registry_entry(c, host);
+            if dir {
+                r.cert_dir.push(path);
+            } else {
+                r.root_ca.push(path);
+            }
+        }
+    }
+    for h in &a.insecure_registry {
+        registry_entry(c, h).insecure = true;
+    }
     plain(c, &a.plain_registry)
+}
+
+/// The `[[registry]]` entry of `host`, made when missing.
+fn registry_entry<'c>(
+    c: &'c mut Config,
+    host: &str,
+) -> &'c mut obd_service::config::RegistryConfig {
+    if let Some(i) = c.registries.iter().position(|r| r.host == host) {
+        return &mut c.registries[i];
+    }
+    c.registries.push(obd_service::config::RegistryConfig {
+        host: host.to_string(),
+        ..Default::default()
+    });
+    c.registries.last_mut().expect("just pushed")
 }
 
 /// `--plain-registry`: these hosts over plain HTTP; then the configuration is checked.
