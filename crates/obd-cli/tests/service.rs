@@ -671,3 +671,67 @@ fn on_mariadb_events_are_503_while_it_is_down_then_convert() {
     });
     assert!(reg.client().get_manifest("maria/edge", "edge_obd").is_ok());
 }
+
+/// Per-registry TLS knobs and the credential lookup `convertor` uses: a TLS registry with
+/// htpasswd auth, trusted with `--registry-root-ca HOST=FILE`, credentials from a docker
+/// config; a CA file that does not exist is exit 2 before anything starts.
+#[test]
+fn serve_on_a_tls_registry_with_per_registry_ca_and_docker_config() {
+    let Some(reg) = TestRegistry::start_or_skip(RegistryKind::TlsBasic) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let layout = hello_layout(dir.path());
+    let c = reg.client();
+    common::reg::seed(&layout, "amd64", &c, "tls");
+    let digest = c.get_manifest("tls", "amd64").unwrap().digest;
+    let cr = reg.credentials.clone().unwrap();
+    let docker = dir.path().join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    let auth = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", cr.username, cr.password))
+    };
+    std::fs::write(
+        docker.join("config.json"),
+        serde_json::json!({"auths": {reg.host.clone(): {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    let ca = format!("{}={}", reg.host, reg.ca_cert.as_ref().unwrap().display());
+    // A CA file that does not exist: refused at start.
+    let o = Command::new(env!("CARGO_BIN_EXE_obdconv"))
+        .args([
+            "worker",
+            "--registry-root-ca",
+            &format!("{}=/nonexistent.crt", reg.host),
+        ])
+        .arg("--db-str")
+        .arg(dir.path().join("x.sqlite"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let port = free_port();
+    let mut svc = Service::start(
+        "serve",
+        port,
+        dir.path(),
+        &dir.path().join("q.sqlite"),
+        &["--registry-root-ca", &ca, "--workers", "1"],
+    );
+    svc.restart_with_env(&[("DOCKER_CONFIG", docker.to_str().unwrap())]);
+    let (code, b) = request(
+        port,
+        "POST",
+        "/v1/jobs",
+        Some(TOKEN),
+        &serde_json::json!({"source": format!("{}/tls@{digest}", reg.host)}).to_string(),
+    );
+    assert_eq!(code, 202, "{b}");
+    wait_for(60, "the TLS job", || count(&jobs(port), "succeeded") == 1);
+    drop(svc);
+}

@@ -44,6 +44,8 @@ pub struct Service {
     pub dir: PathBuf,
     pub log: PathBuf,
     pub args: Vec<String>,
+    /// Extra environment of the process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Service {
@@ -93,6 +95,7 @@ impl Service {
             dir: dir.to_path_buf(),
             log: dir.join(format!("{mode}-{port}.log")),
             args,
+            env: Vec::new(),
         };
         s.spawn();
         s
@@ -106,6 +109,7 @@ impl Service {
             .unwrap();
         self.child = Command::new(env!("CARGO_BIN_EXE_obdconv"))
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env_remove("OBDCONV_DB_TYPE")
             .stdout(Stdio::null())
             .stderr(log)
@@ -125,6 +129,15 @@ impl Service {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+    }
+
+    /// Starts it again with `env` added to its environment.
+    pub fn restart_with_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.restart();
     }
 
     /// Starts it again with the same flags (after a kill).
