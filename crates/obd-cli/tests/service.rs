@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::reg::seed;
 use common::svc::*;
 use common::tree::corpus;
 use common::*;
@@ -734,4 +735,88 @@ fn serve_on_a_tls_registry_with_per_registry_ca_and_docker_config() {
     assert_eq!(code, 202, "{b}");
     wait_for(60, "the TLS job", || count(&jobs(port), "succeeded") == 1);
     drop(svc);
+}
+
+/// The operators' knobs do what `--help` says: `--deadline-secs` ends a run that takes too
+/// long (recorded as a failure and retried), `--max-attempts 1` makes the first transient
+/// failure final.
+#[test]
+fn deadline_and_max_attempts_knobs() {
+    let Some(layout) = corpus() else { return };
+    let Some(reg) = TestRegistry::start_or_skip(RegistryKind::Plain) else {
+        return;
+    };
+    let c = reg.client();
+    seed(&layout, "edge", &c, "knobs");
+    let digest = c.get_manifest("knobs", "edge").unwrap().digest;
+    let dir = tempfile::tempdir().unwrap();
+    // One service per knob; returns the job of `host/knobs@digest` once it is dead.
+    let dead_job = |host: &str, knobs: &[&str]| -> Value {
+        let port = free_port();
+        let sub = dir.path().join(port.to_string());
+        std::fs::create_dir_all(&sub).unwrap();
+        let _svc = Service::start(
+            "serve",
+            port,
+            &sub,
+            &sub.join("q.sqlite"),
+            &[&["--plain-registry", host, "--backoff-ms", "100"], knobs].concat(),
+        );
+        let (code, b) = request(
+            port,
+            "POST",
+            "/v1/jobs",
+            Some(TOKEN),
+            &serde_json::json!({"source": format!("{host}/knobs@{digest}")}).to_string(),
+        );
+        assert_eq!(code, 202, "{b}");
+        let id = serde_json::from_str::<Value>(&b).unwrap()["jobs"][0]["id"]
+            .as_i64()
+            .unwrap();
+        let job = || -> Value {
+            let (_, b) = request(port, "GET", &format!("/v1/jobs/{id}"), Some(TOKEN), "");
+            serde_json::from_str(&b).unwrap()
+        };
+        wait_for(60, "the job to be dead", || job()["state"] == "dead");
+        job()
+    };
+    // Every blob GET crawls at 32 KiB/s: the 3.3 MB layer cannot arrive within 2 s; with
+    // --max-attempts 2 the deadline failure is retried once, then dead.
+    let slow = FlakyProxy::start(
+        &reg.host,
+        (0..50)
+            .map(|_| Fault::throttle(32 << 10).on("GET").path("/blobs/"))
+            .collect(),
+    )
+    .unwrap();
+    let t = Instant::now();
+    let js = dead_job(&slow.host, &["--deadline-secs", "2", "--max-attempts", "2"]);
+    assert!(
+        js["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("deadline of 2 s"),
+        "{js}"
+    );
+    assert_eq!(js["attempts"], 2, "{js}");
+    let took = js["finished_ms"].as_i64().unwrap() - js["started_ms"].as_i64().unwrap();
+    assert!((2000..6000).contains(&took), "the last run took {took} ms");
+    eprintln!(
+        "deadline: dead after 2 runs in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    // Every GET fails with 503 for a while: with --max-attempts 1 the first failure is final.
+    let failing = FlakyProxy::start(
+        &reg.host,
+        (0..50).map(|_| Fault::status(503).on("GET")).collect(),
+    )
+    .unwrap();
+    let t = Instant::now();
+    let jf = dead_job(&failing.host, &["--max-attempts", "1"]);
+    assert_eq!(jf["attempts"], 1, "{jf}");
+    assert!(jf["last_error"].as_str().unwrap().contains("503"), "{jf}");
+    eprintln!(
+        "max-attempts 1: dead after 1 run in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 }
