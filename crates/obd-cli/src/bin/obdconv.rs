@@ -1,6 +1,8 @@
 //! `obdconv`: the conversion service. `serve` converts images when registries report their
 //! push, `worker` runs conversions only, `jobs` shows and retries them, `backfill` enqueues
 //! what was pushed before the service listened.
+// The flags' doc comments are their `--help` text (`HOST[:PORT]` is not a link).
+#![allow(rustdoc::broken_intra_doc_links)]
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
