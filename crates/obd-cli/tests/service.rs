@@ -550,11 +550,21 @@ fn dead_on_bad_input_backoff_on_503_and_retry() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = Instant::now();
     wait_for(60, "the retried job to run", || {
         let j = job(bad);
         j["state"] == "dead" && j["finished_ms"].as_i64() > jb["finished_ms"].as_i64()
     });
     assert_eq!(job(bad)["attempts"], 1);
+    eprintln!(
+        "jobs retry: dead again {:.1} s later",
+        t.elapsed().as_secs_f64()
+    );
+    // The first run's layer claims were released when it ended (not left to expire).
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "the retried run waited for a stale claim"
+    );
     let o = Command::new(env!("CARGO_BIN_EXE_obdconv"))
         .args(["jobs", "--db-str"])
         .arg(&db)

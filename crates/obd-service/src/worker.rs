@@ -132,8 +132,10 @@ pub struct Lease {
     length: Duration,
     lost: AtomicBool,
     metrics: Arc<Metrics>,
-    /// The run's dedup, whose layer claims are renewed with the lease.
-    dedup: std::sync::Mutex<Option<Arc<DbDedup>>>,
+    /// The run's dedup, whose layer claims are renewed with the lease. Weak: the dedup
+    /// holds the fenced store, which holds this lease, and the claims must be released
+    /// (on drop) when the run ends.
+    dedup: std::sync::Mutex<std::sync::Weak<DbDedup>>,
 }
 
 impl Lease {
@@ -153,7 +155,12 @@ impl Lease {
         match self.queue.heartbeat(self.id, &self.token, self.length) {
             Ok(true) => {
                 tracing::debug!(job = self.id, lease = %self.token, "lease renewed");
-                if let Some(d) = &*self.dedup.lock().unwrap_or_else(|p| p.into_inner()) {
+                let d = self
+                    .dedup
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .upgrade();
+                if let Some(d) = d {
                     d.renew_claims();
                 }
                 !self.is_lost()
@@ -402,7 +409,7 @@ fn convert(shared: &Shared, job: &Job, lease: &Arc<Lease>, work: &Path) -> Outco
                 )
                 .with_claim_ttl(lease.length),
             );
-            *lease.dedup.lock().unwrap_or_else(|p| p.into_inner()) = Some(d.clone());
+            *lease.dedup.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(&d);
             opts.dedup = DedupHandle(d);
         }
         let r = obd_convert::convert(src, dst, &job.digest, &job.output_tag, &opts)?;
