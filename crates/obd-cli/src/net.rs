@@ -51,9 +51,7 @@ impl Default for CredFlags {
     }
 }
 
-/// The environment variable listing certs.d roots (`:`-separated) instead of
-/// `/etc/containers/certs.d` and `/etc/docker/certs.d` (for tests).
-pub const CERTS_D_ROOTS_ENV: &str = "OBDCONV_CERTS_D_ROOTS";
+pub use obd_registry::CERTS_D_ROOTS_ENV;
 
 /// Connection flags, spelled as upstream's convertor spells them (`--read-timeout` is ours;
 /// the per-side `--src-*`/`--dest-*` flags are skopeo's names).
@@ -218,11 +216,7 @@ impl NetArgs {
             // where a streamed body moves in 8 KiB pieces (the 1.5 GB `usr` bench image
             // uploads about 13% faster).
             chunk_size: Some(UPLOAD_CHUNK),
-            certs_d_roots: std::env::var_os(CERTS_D_ROOTS_ENV).map(|v| {
-                std::env::split_paths(&v)
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .collect()
-            }),
+            certs_d_roots: obd_registry::certs_d_roots_from_env(),
             hints: obd_registry::Hints {
                 credentials: match side {
                     Side::Source => self.cred_flags.source.clone(),

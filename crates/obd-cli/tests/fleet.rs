@@ -97,6 +97,19 @@ fn derived_image(
         .unwrap();
 }
 
+/// `obdconv jobs list --json` on the MariaDB `dsn`: every job, newest first.
+fn jobs_in(dsn: &str) -> Vec<Value> {
+    let o = obdconv()
+        .args(["jobs", "--db-type", "mysql", "--db-str", dsn])
+        .args(["list", "--json", "--limit", "1000"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
 fn obdconv() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_obdconv"));
     c.env_remove("OBDCONV_DB_TYPE");
@@ -185,15 +198,7 @@ fn three_workers_twenty_images_one_conversion_per_base_layer() {
     }
     let took = t.elapsed();
     // Every image once, succeeded, on its first attempt.
-    let o = obdconv()
-        .args(["jobs", "--db-type", "mysql", "--db-str", &dsn])
-        .args(["list", "--json", "--limit", "100"])
-        .output()
-        .unwrap();
-    let jobs: Vec<Value> = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let jobs = jobs_in(&dsn);
     assert_eq!(jobs.len(), 20);
     for j in &jobs {
         assert_eq!(j["state"], "succeeded", "{j}");
@@ -317,24 +322,7 @@ fn a_worker_killed_mid_upload_is_finished_by_another() {
     let _ = a.wait();
     let killed = t.elapsed();
     let mut b = worker("b");
-    let jobs = || -> Vec<Value> {
-        let o = obdconv()
-            .args([
-                "jobs",
-                "--db-type",
-                "mysql",
-                "--db-str",
-                &dsn,
-                "list",
-                "--json",
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    };
+    let jobs = || jobs_in(&dsn);
     wait_for(120, "the other worker to finish the job", || {
         jobs().first().is_some_and(|j| j["state"] == "succeeded")
     });
@@ -450,24 +438,7 @@ fn mariadb_down_for_30_s_under_load_loses_nothing() {
     std::thread::sleep(Duration::from_secs(30));
     db.start_again();
     eprintln!("MariaDB was down {:.1} s", down.elapsed().as_secs_f64());
-    let jobs = || -> Vec<Value> {
-        let o = obdconv()
-            .args([
-                "jobs",
-                "--db-type",
-                "mysql",
-                "--db-str",
-                &dsn,
-                "list",
-                "--json",
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    };
+    let jobs = || jobs_in(&dsn);
     let t = Instant::now();
     wait_for(240, "every job after the outage", || {
         let j = jobs();

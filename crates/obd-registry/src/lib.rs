@@ -56,9 +56,9 @@ pub mod testutil;
 
 pub use auth::{parse_www_authenticate, Challenge, Credentials};
 pub use client::{
-    referrers_fallback_tag, scope_pull, scope_push, BlobPush, BlobReader, Client, ClientOptions,
-    Hints, DEFAULT_CERTS_D_ROOTS, DEFAULT_MIN_UPLOAD_RATE, DEFAULT_PAGE_SIZE, DEFAULT_READ_TIMEOUT,
-    SCOPE_CATALOG,
+    certs_d_roots_from_env, referrers_fallback_tag, scope_pull, scope_push, BlobPush, BlobReader,
+    Client, ClientOptions, Hints, CERTS_D_ROOTS_ENV, DEFAULT_CERTS_D_ROOTS,
+    DEFAULT_MIN_UPLOAD_RATE, DEFAULT_PAGE_SIZE, DEFAULT_READ_TIMEOUT, SCOPE_CATALOG,
 };
 pub use error::{Error, Result};
 pub use reference::{api_host, valid_tag, validate_digest, validate_repository, Reference};

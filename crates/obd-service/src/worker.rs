@@ -278,11 +278,7 @@ pub fn registry_client_options(
         credentials: found.credentials,
         credentials_source: found.source,
         credentials_searched: found.tried,
-        certs_d_roots: std::env::var_os("OBDCONV_CERTS_D_ROOTS").map(|v| {
-            std::env::split_paths(&v)
-                .filter(|p| !p.as_os_str().is_empty())
-                .collect()
-        }),
+        certs_d_roots: obd_registry::certs_d_roots_from_env(),
         hints: obd_registry::Hints {
             credentials: format!(
                 "a credential helper, auth.json or docker config entry for {}",
@@ -323,10 +319,11 @@ pub fn backoff(base_ms: u64, attempt: u32) -> Duration {
     let exp = base_ms.saturating_mul(1u64 << attempt.saturating_sub(1).min(20));
     let capped = exp.min(600_000);
     let mut b = [0u8; 2];
-    let jitter = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-        .map(|_| u16::from_le_bytes(b) as f64 / u16::MAX as f64)
-        .unwrap_or(0.5);
+    let jitter = if crate::queue::random_bytes(&mut b) {
+        u16::from_le_bytes(b) as f64 / u16::MAX as f64
+    } else {
+        0.5
+    };
     Duration::from_millis((capped as f64 * (0.75 + jitter * 0.5)) as u64)
 }
 

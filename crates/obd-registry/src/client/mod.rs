@@ -94,6 +94,20 @@ pub struct ClientOptions {
 /// The system certs.d roots of the containers tools and docker.
 pub const DEFAULT_CERTS_D_ROOTS: [&str; 2] = ["/etc/containers/certs.d", "/etc/docker/certs.d"];
 
+/// The environment variable listing certs.d roots (`:`-separated) instead of
+/// [`DEFAULT_CERTS_D_ROOTS`] (for tests).
+pub const CERTS_D_ROOTS_ENV: &str = "OBDCONV_CERTS_D_ROOTS";
+
+/// The certs.d roots [`CERTS_D_ROOTS_ENV`] names (empty entries ignored), for
+/// [`ClientOptions::certs_d_roots`]; `None` when it is unset.
+pub fn certs_d_roots_from_env() -> Option<Vec<PathBuf>> {
+    std::env::var_os(CERTS_D_ROOTS_ENV).map(|v| {
+        std::env::split_paths(&v)
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect()
+    })
+}
+
 /// The fixes error messages suggest, in the words of the program using the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hints {

@@ -252,13 +252,17 @@ pub trait Queue: Send + Sync {
     fn ping(&self) -> Result<()>;
 }
 
+/// Fills `b` from the OS's random source; false when it cannot be read.
+pub(crate) fn random_bytes(b: &mut [u8]) -> bool {
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, b))
+        .is_ok()
+}
+
 /// A random lease token (hex, from the OS's random source).
 pub(crate) fn new_token() -> String {
     let mut b = [0u8; 16];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-        .is_err()
-    {
+    if !random_bytes(&mut b) {
         // Unique enough to fence: time and process.
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
