@@ -8,10 +8,15 @@
 //! * `cargo run --release -p obd-bench -- convert LAYOUT TAG`: apply+commit of each layer and
 //!   the whole `convertor` run (from a local registry and from the OCI layout), beside one
 //!   single-threaded decompress+sha256 pass over the same layers.
+//! * `cargo run --release -p obd-bench -- e2e LAYOUT TAG [--runs N] [--convertor
+//!   LABEL=PATH]... [--upstream SECS]`: the convertor through a local registry, every byte
+//!   uploaded, per-stage CPU seconds, beside a floor from primitives timed in the same run
+//!   ([`e2e`]).
 //! * `cargo run --release -p obd-bench -- service-load OBDCONV [N] [PROCESSES]`: N small
 //!   images through PROCESSES `obdconv worker` processes on one MariaDB
 //!   ([`service_load`]).
 
+mod e2e;
 mod pipeline;
 mod service_load;
 
@@ -76,6 +81,10 @@ fn main() {
         let n = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1000);
         let p = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(3);
         service_load::run(obdconv, n, p);
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("e2e") {
+        e2e::main(&args[2..]);
         return;
     }
     if args.get(1).map(String::as_str) == Some("suite") {

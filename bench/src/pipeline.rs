@@ -17,13 +17,13 @@ use obd_format::zfile::ZFileOptions;
 use serde_json::Value;
 use sha2::Digest;
 
-fn blob(layout: &Path, d: &str) -> PathBuf {
+pub(crate) fn blob(layout: &Path, d: &str) -> PathBuf {
     layout
         .join("blobs/sha256")
         .join(d.trim_start_matches("sha256:"))
 }
 
-fn manifest(layout: &Path, tag: &str) -> (String, String, Value) {
+pub(crate) fn manifest(layout: &Path, tag: &str) -> (String, String, Value) {
     let idx: Value =
         serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
     let e = idx["manifests"]
@@ -125,7 +125,7 @@ pub struct E2e {
 }
 
 /// Runs a command, sampling its peak RSS and the peak disk use of `work`; also its CPU time.
-fn measured(mut cmd: Command, work: &Path) -> E2e {
+pub(crate) fn measured(mut cmd: Command, work: &Path) -> E2e {
     let cpu0 = children_cpu_secs();
     let t = Instant::now();
     let mut child = cmd.spawn().unwrap();

@@ -13,7 +13,7 @@ use crate::dedup::DedupHandle;
 use crate::error::{ConvertError, Result};
 use crate::image::{self, Kind};
 use crate::native::{self, NativeOptions};
-use crate::report::{LayerReport, ManifestReport, Totals};
+use crate::report::{CpuSeconds, LayerReport, ManifestReport, Totals};
 use crate::store::{Desc, Store};
 
 /// Which kind of image to build.
@@ -53,6 +53,9 @@ pub struct ConvertReport {
     pub skipped: Vec<String>,
     pub totals: Totals,
     pub seconds: f64,
+    /// CPU seconds per stage while this conversion ran (of the whole process: conversions
+    /// running beside it in the same process are counted too).
+    pub cpu_seconds: CpuSeconds,
 }
 
 /// How an image is written: `repo:tag`, `repo@sha256:…`, or just `repo` (an archive's only
@@ -76,6 +79,7 @@ pub fn convert(
     opts: &ConvertOptions,
 ) -> Result<ConvertReport> {
     let t0 = Instant::now();
+    let cpu0 = obd_meter::totals();
     let desc = src.resolve(reference)?;
     let report = Mutex::new(ConvertReport {
         source: image_ref(&src.name(), reference),
@@ -105,6 +109,7 @@ pub fn convert(
     r.output_media_type = out.media_type;
     r.totals = Totals::of(&r.manifests);
     r.seconds = t0.elapsed().as_secs_f64();
+    r.cpu_seconds = CpuSeconds::of(&obd_meter::totals().since(&cpu0));
     Ok(r)
 }
 

@@ -217,6 +217,7 @@ pub fn prefetch(
         let (src, queue, progress, budget) =
             (src.clone(), queue.clone(), progress.clone(), budget.clone());
         std::thread::spawn(move || loop {
+            let _cpu = obd_meter::enter(obd_meter::Stage::Download);
             let Some((job, dl)) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
             else {
                 break;

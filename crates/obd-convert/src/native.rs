@@ -142,12 +142,12 @@ fn hash_and_queue(
     rows: Arc<std::sync::Mutex<Vec<(String, Reuse)>>>,
     remove: bool,
 ) -> Result<(String, u64, StageReport)> {
-    let (d, size) = match &commit {
+    let (d, size) = obd_meter::charge(obd_meter::Stage::Hash, || match &commit {
         Output::File(p) => {
-            sha256_file(p).map_err(|e| ConvertError::io("hashing the committed layer", e))?
+            sha256_file(p).map_err(|e| ConvertError::io("hashing the committed layer", e))
         }
-        Output::Memory(m) => (digest::sha256(m.bytes()), m.bytes().len() as u64),
-    };
+        Output::Memory(m) => Ok((digest::sha256(m.bytes()), m.bytes().len() as u64)),
+    })?;
     let st = StageReport {
         seconds: started.elapsed().as_secs_f64(),
         bytes: size,

@@ -126,3 +126,36 @@ impl Totals {
         t
     }
 }
+
+/// CPU seconds per stage of a conversion (see [`obd_meter`]): the stages run on threads of
+/// their own or are charged per buffer, so these add up to at most the process's CPU time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct CpuSeconds {
+    /// Receiving source blobs.
+    pub download: f64,
+    /// Decompressing layers.
+    pub inflate: f64,
+    /// SHA-256 of compressed blobs, of layer tars (diff IDs) and of outputs.
+    pub hash: f64,
+    /// Reading tars and writing ext4 into the LSMT layer.
+    pub apply: f64,
+    /// ZFile compression of the output and writing it.
+    pub compress: f64,
+    /// Sending outputs to the target.
+    pub upload: f64,
+}
+
+impl CpuSeconds {
+    /// The figures of a [`obd_meter::Snapshot`] difference.
+    pub fn of(s: &obd_meter::Snapshot) -> CpuSeconds {
+        use obd_meter::Stage;
+        CpuSeconds {
+            download: s.seconds(Stage::Download),
+            inflate: s.seconds(Stage::Inflate),
+            hash: s.seconds(Stage::Hash),
+            apply: s.seconds(Stage::Apply),
+            compress: s.seconds(Stage::Compress),
+            upload: s.seconds(Stage::Upload),
+        }
+    }
+}

@@ -54,6 +54,7 @@ impl Uploader {
                     progress.clone(),
                 );
                 std::thread::spawn(move || -> Result<()> {
+                    let _cpu = obd_meter::enter(obd_meter::Stage::Upload);
                     loop {
                         let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
                         let Ok(p) = next else { return Ok(()) };

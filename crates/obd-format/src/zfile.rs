@@ -289,6 +289,7 @@ impl<W: Write> ZFileWriter<W> {
 
     /// Compresses and writes every complete block of `pending` (all of it when `all`).
     fn drain(&mut self, all: bool) -> Result<()> {
+        let _cpu = obd_meter::enter(obd_meter::Stage::Compress);
         let bs = self.opts.block_size as usize;
         let nblocks = if all {
             self.pending.len().div_ceil(bs)
@@ -319,6 +320,7 @@ impl<W: Write> ZFileWriter<W> {
                     .zip(self.scratch.chunks_mut(per))
                     .map(|(cs, os)| {
                         sc.spawn(move || -> Result<()> {
+                            let _cpu = obd_meter::enter(obd_meter::Stage::Compress);
                             let mut comp = BlockCompressor::new(algo, verify)?;
                             for (c, o) in cs.iter().zip(os.iter_mut()) {
                                 comp.compress(c, o)?;

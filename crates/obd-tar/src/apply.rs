@@ -134,9 +134,10 @@ impl<R: Read> HashReader<R> {
 
 impl<R: Read> Read for HashReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use obd_meter::{charge, Stage};
         use sha2::Digest;
-        let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
+        let n = charge(Stage::Inflate, || self.inner.read(buf))?;
+        charge(Stage::Hash, || self.hash.update(&buf[..n]));
         self.bytes += n as u64;
         Ok(n)
     }
@@ -155,6 +156,7 @@ pub fn apply_layer<D: BlockDevice>(
     fs: &mut Ext4<D>,
     stream: impl Read + Send,
 ) -> Result<ApplyStats, ApplyError> {
+    let _cpu = obd_meter::enter(obd_meter::Stage::Apply);
     let (c, r) = decompress(stream)?;
     let mut h = HashReader::new(r);
     let (applied, hashed) = read_ahead(&mut h, |rd| {

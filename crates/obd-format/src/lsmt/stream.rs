@@ -146,6 +146,7 @@ impl StreamLayer {
         let writer = std::thread::Builder::new()
             .name("layer-writer".into())
             .spawn(move || -> WriterResult {
+                let _cpu = obd_meter::enter(obd_meter::Stage::Compress);
                 let ((), info) = crate::output::write_wrapped_with(out, wrap, sync, |w| {
                     for b in rx {
                         w.write_all(&b)

@@ -30,6 +30,7 @@ impl DigestHasher {
         }
     }
     pub(super) fn update(&mut self, b: &[u8]) {
+        let _cpu = obd_meter::enter(obd_meter::Stage::Hash);
         match self {
             DigestHasher::S256(h) => h.update(b),
             DigestHasher::S512(h) => h.update(b),
