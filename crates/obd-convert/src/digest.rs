@@ -75,11 +75,23 @@ impl<W: Write> Write for HashWriter<W> {
     }
 }
 
-/// Hashes a file.
+/// Hashes a file (1 MiB reads).
 pub fn sha256_file(path: &std::path::Path) -> io::Result<(String, u64)> {
-    let mut r = HashReader::new(std::fs::File::open(path)?);
-    io::copy(&mut r, &mut io::sink())?;
-    Ok(r.finish())
+    use io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let (mut h, mut buf, mut bytes) = (Sha256::new(), vec![0u8; 1 << 20], 0u64);
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                h.update(&buf[..n]);
+                bytes += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((format!("sha256:{}", hex::encode(h.finalize())), bytes))
 }
 
 #[cfg(test)]

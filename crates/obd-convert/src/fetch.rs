@@ -1,6 +1,9 @@
 //! Background downloads of layer blobs, at most N at once, in layer order, each readable
 //! ([`TailReader`]) while it is still arriving. Bytes wait in memory while the conversion's
-//! [`Budget`] allows, else in a file of the work directory; what the
+//! [`Budget`] allows. When it is spent, a download ahead of its turn pauses (the socket
+//! holds the rest) until the reader frees memory, for at most [`PAUSE_MAX`]; then, or with
+//! a zero budget, its bytes go to a file of the work directory. The download being read
+//! never waits for the budget: it keeps at most [`WINDOW`] unread bytes in memory. What the
 //! reader has read is freed either way. The store verifies digests while streaming; a
 //! failed download fails its reader.
 
@@ -9,7 +12,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::error::ConvertError;
 use crate::memory::Budget;
@@ -29,6 +32,10 @@ pub struct DlState {
     spill_at: Option<u64>,
     /// The conversion's budget, given back as chunks are read.
     budget: Budget,
+    /// Bytes in `mem`.
+    held: u64,
+    /// A reader has started reading this download.
+    reading: bool,
     /// `Some` once the download ended (successfully, or with the error kind and message).
     done: Option<std::result::Result<StageReport, (std::io::ErrorKind, String)>>,
 }
@@ -59,6 +66,13 @@ pub struct TailReader {
     consume: bool,
     dl: Download,
 }
+
+/// Longest a download ahead of its turn waits for memory before it goes to its file (a
+/// connection that stalls much longer may be cut by the registry or a proxy).
+pub const PAUSE_MAX: Duration = Duration::from_secs(20);
+
+/// Unread bytes the download being read may keep in memory beyond the budget.
+pub const WINDOW: u64 = 16 << 20;
 
 /// Bytes read between two hole punches.
 const PUNCH_STEP: u64 = 8 << 20;
@@ -119,6 +133,7 @@ impl DlState {
             let len = front.len() as u64;
             self.mem.pop_front();
             self.mem_start += len;
+            self.held -= len;
             self.budget.give(len);
         }
         Some(n)
@@ -127,8 +142,7 @@ impl DlState {
 
 impl Drop for DlState {
     fn drop(&mut self) {
-        let held: u64 = self.mem.iter().map(|c| c.len() as u64).sum();
-        self.budget.give(held);
+        self.budget.give(self.held);
     }
 }
 
@@ -137,10 +151,16 @@ impl Read for TailReader {
         let (lock, cv) = &*self.dl;
         let avail = {
             let mut st = lock.lock().unwrap_or_else(|p| p.into_inner());
+            st.reading = true;
             loop {
                 if st.written > self.pos {
+                    let held = st.held;
                     if let Some(n) = st.read_mem(self.pos, buf) {
                         self.pos += n as u64;
+                        if st.held < held {
+                            // Memory freed: a download waiting for room may go on.
+                            cv.notify_all();
+                        }
                         return Ok(n);
                     }
                     break st.written - self.pos;
@@ -202,6 +222,8 @@ pub fn prefetch(
                 mem_start: 0,
                 spill_at: None,
                 budget: budget.clone(),
+                held: 0,
+                reading: false,
                 done: None,
             };
             Arc::new((Mutex::new(st), Condvar::new()))
@@ -237,13 +259,43 @@ pub fn prefetch(
                 };
                 let mut buf = vec![0u8; 1 << 20];
                 let mut total = 0u64;
+                let mut paused = Duration::ZERO;
                 loop {
                     let n = rd.read(&mut buf)?;
                     if n == 0 {
                         return Ok(total);
                     }
-                    let to_mem = f.is_none() && budget.try_take(n as u64);
+                    let to_mem = f.is_none() && {
+                        let mut st = lock.lock().unwrap_or_else(|p| p.into_inner());
+                        loop {
+                            if budget.try_take(n as u64) {
+                                paused = Duration::ZERO;
+                                break true;
+                            }
+                            if st.reading && st.held < WINDOW {
+                                budget.take(n as u64);
+                                paused = Duration::ZERO;
+                                break true;
+                            }
+                            if paused >= PAUSE_MAX {
+                                break false;
+                            }
+                            // Room comes back as readers free memory (this download's reader
+                            // wakes us; others' are polled).
+                            let t = Instant::now();
+                            st = cv
+                                .wait_timeout(st, Duration::from_millis(50))
+                                .unwrap_or_else(|p| p.into_inner())
+                                .0;
+                            paused += t.elapsed();
+                        }
+                    };
                     if !to_mem && f.is_none() {
+                        tracing::debug!(
+                            "{}: no memory left after waiting {paused:?}: the rest goes to {}",
+                            job.layer,
+                            job.path.display()
+                        );
                         f = Some(File::create(&job.path)?);
                     }
                     if let Some(file) = &f {
@@ -252,6 +304,7 @@ pub fn prefetch(
                     let mut st = lock.lock().unwrap_or_else(|p| p.into_inner());
                     if to_mem {
                         st.mem.push_back(buf[..n].to_vec());
+                        st.held += n as u64;
                     } else {
                         st.spill_at.get_or_insert(total);
                     }

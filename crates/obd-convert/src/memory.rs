@@ -49,6 +49,12 @@ impl Budget {
             .is_ok()
     }
 
+    /// Takes `n` bytes even beyond the limit (for bytes that are about to be read: the
+    /// caller bounds them itself).
+    pub fn take(&self, n: u64) {
+        self.used.fetch_add(n, Ordering::SeqCst);
+    }
+
     /// Gives back `n` bytes taken before.
     pub fn give(&self, n: u64) {
         self.used.fetch_sub(n, Ordering::SeqCst);

@@ -198,6 +198,8 @@ pub struct BlockCompressor {
     algo: Algorithm,
     verify: bool,
     zstd: Option<zstd::bulk::Compressor<'static>>,
+    /// LZ4 output space, zeroed once (LZ4 writes into an initialised slice).
+    lz4_out: Vec<u8>,
 }
 
 impl BlockCompressor {
@@ -208,7 +210,12 @@ impl BlockCompressor {
             ),
             Algorithm::Lz4 => None,
         };
-        Ok(BlockCompressor { algo, verify, zstd })
+        Ok(BlockCompressor {
+            algo,
+            verify,
+            zstd,
+            lz4_out: Vec::new(),
+        })
     }
 
     /// Compresses `data` into `out` (appending the CRC when `verify`).
@@ -221,10 +228,13 @@ impl BlockCompressor {
                     .map_err(|e| FormatError::io("zstd compression", e))?;
             }
             _ => {
-                out.resize(lz4_flex::block::get_maximum_output_size(data.len()), 0);
-                let n = lz4_flex::block::compress_into(data, out)
+                let max = lz4_flex::block::get_maximum_output_size(data.len());
+                if self.lz4_out.len() < max {
+                    self.lz4_out.resize(max, 0);
+                }
+                let n = lz4_flex::block::compress_into(data, &mut self.lz4_out)
                     .map_err(|e| FormatError::Invalid(format!("lz4 compression failed: {e}")))?;
-                out.truncate(n);
+                out.extend_from_slice(&self.lz4_out[..n]);
             }
         }
         if self.verify {
