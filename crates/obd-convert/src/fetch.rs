@@ -412,6 +412,33 @@ mod tests {
         }
     }
 
+    /// With the budget spent, downloads ahead of their turn wait instead of writing their
+    /// files, and the one being read goes on beyond the budget: no blob touches the disk.
+    #[test]
+    fn downloads_ahead_wait_for_memory_instead_of_spilling() {
+        let t = tempfile::tempdir().unwrap();
+        let b = blobs();
+        let jobs = layout_with(t.path(), &b);
+        let paths: Vec<PathBuf> = jobs.iter().map(|j| j.path.clone()).collect();
+        let src: Arc<dyn Store> = Arc::new(OciLayout::open(t.path(), false).unwrap());
+        let mem = Budget::new(300 << 10);
+        let dls = prefetch(src, jobs, 3, ProgressSink::default(), mem.clone());
+        // Let the downloads run into the budget before anything is read.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(mem.used() <= 300 << 10, "{} used", mem.used());
+        for ((dl, want), p) in dls.iter().zip(&b).zip(&paths) {
+            let mut got = Vec::new();
+            TailReader::new(p.clone(), dl.clone())
+                .consuming(true)
+                .read_to_end(&mut got)
+                .unwrap();
+            assert!(got == *want, "blob differs");
+            assert!(!p.exists(), "{} was written", p.display());
+        }
+        drop(dls);
+        assert_eq!(mem.used(), 0);
+    }
+
     /// A digest mismatch fails the reader, whether the bytes were in memory or not.
     #[test]
     fn corrupt_blob_fails_the_reader() {
