@@ -26,7 +26,7 @@ use std::time::Instant;
 use serde_json::Value;
 use sha2::Digest;
 
-use crate::pipeline::{blob, manifest, measured, proc_cpu_secs, E2e};
+use crate::pipeline::{layer_paths, manifest, measured, proc_cpu_secs, seed, E2e};
 
 /// Primitives timed over the image's bytes.
 #[derive(Clone, Copy, Debug, Default)]
@@ -152,25 +152,11 @@ pub fn main(args: &[String]) {
     }
 
     let (_, mt, m) = manifest(&layout, &tag);
-    let layers: Vec<PathBuf> = m["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| blob(&layout, l["digest"].as_str().unwrap()))
-        .collect();
+    let layers = layer_paths(&layout, &m);
     let reg =
         obd_registry::testutil::TestRegistry::start(obd_registry::testutil::RegistryKind::Plain)
             .expect("a local docker-registry (apt-get install docker-registry)");
-    let client = reg.client();
-    for p in layers.iter().chain(std::iter::once(&blob(
-        &layout,
-        m["config"]["digest"].as_str().unwrap(),
-    ))) {
-        client.push_blob_file("bench/src", p).unwrap();
-    }
-    client
-        .put_manifest("bench/src", &tag, &mt, &serde_json::to_vec(&m).unwrap())
-        .unwrap();
+    seed(&reg.client(), &layout, "bench/src", &tag, &mt, &m);
 
     let floor = measure_floor(&layers);
     println!(

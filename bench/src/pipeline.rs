@@ -45,6 +45,38 @@ pub(crate) fn manifest(layout: &Path, tag: &str) -> (String, String, Value) {
     )
 }
 
+/// The layer blobs of manifest `m` in `layout`.
+pub(crate) fn layer_paths(layout: &Path, m: &Value) -> Vec<PathBuf> {
+    m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| blob(layout, l["digest"].as_str().unwrap()))
+        .collect()
+}
+
+/// Pushes the image (`m` of media type `mt`, its layers and config from `layout`) into
+/// `repo:tag` of a registry.
+pub(crate) fn seed(
+    client: &obd_registry::Client,
+    layout: &Path,
+    repo: &str,
+    tag: &str,
+    mt: &str,
+    m: &Value,
+) {
+    let config = blob(layout, m["config"]["digest"].as_str().unwrap());
+    for p in layer_paths(layout, m)
+        .iter()
+        .chain(std::iter::once(&config))
+    {
+        client.push_blob_file(repo, p).unwrap();
+    }
+    client
+        .put_manifest(repo, tag, mt, &serde_json::to_vec(m).unwrap())
+        .unwrap();
+}
+
 /// One pass: decompress + sha256, single thread.
 fn lower_bound(paths: &[PathBuf]) -> (f64, u64) {
     let t = Instant::now();
@@ -226,12 +258,7 @@ pub fn print_table(rows: &[Row]) {
 /// to end (layout → layout; local registry → registry).
 pub fn measure(layout: &Path, tag: &str, verbose: bool) -> Row {
     let (_, mt, m) = manifest(layout, tag);
-    let layers: Vec<PathBuf> = m["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| blob(layout, l["digest"].as_str().unwrap()))
-        .collect();
+    let layers = layer_paths(layout, &m);
     let compressed: u64 = layers
         .iter()
         .map(|p| std::fs::metadata(p).unwrap().len())
@@ -362,15 +389,7 @@ pub fn measure(layout: &Path, tag: &str, verbose: bool) -> Row {
     match obd_registry::testutil::TestRegistry::start(obd_registry::testutil::RegistryKind::Plain) {
         Ok(reg) => {
             let client = reg.client();
-            // Seed the image.
-            for p in layers.iter().chain(std::iter::once(&blob(
-                layout,
-                m["config"]["digest"].as_str().unwrap(),
-            ))) {
-                client.push_blob_file("bench/src", p).unwrap();
-            }
-            let mbytes = serde_json::to_vec(&m).unwrap();
-            client.put_manifest("bench/src", tag, &mt, &mbytes).unwrap();
+            seed(&client, layout, "bench/src", tag, &mt, &m);
             let mut c = Command::new(&conv);
             c.args([
                 "-r",
